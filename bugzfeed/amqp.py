@@ -1,0 +1,341 @@
+"""
+txAMQP, fixed for Python 3 and for what Bugzfeed asks of RabbitMQ.
+
+Stock txAMQP 0.8 on Python 3:
+  - ships no AMQP spec: we load our own, L{SPEC_PATH};
+  - decodes only four field-table types, while a stream delivery carries
+    its offset as a signed 64-bit (C{l}) header;
+  - encodes every integer in a table as unsigned 32-bit;
+  - turns message bodies that happen to be UTF-8 into C{str} (and then
+    miscounts their length);
+  - has no delegate methods for publisher confirms (C{basic.ack},
+    C{basic.nack}) or a consumer cancelled by the broker, so the first
+    confirm kills the connection.
+
+L{BugzfeedAMQClient} decodes and encodes frames with L{FieldTableCodec} and
+keeps bodies as bytes; L{BugzfeedDelegate} routes confirms, returns,
+deliveries and cancels to callables on the client.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from functools import lru_cache
+from io import BytesIO
+from typing import Any, Callable, Dict, Optional
+from urllib.parse import unquote, urlsplit
+
+from twisted.logger import Logger
+from txamqp.client import TwistedDelegate
+from txamqp.codec import Codec
+from txamqp.connection import Body, Frame, Header, Method
+from txamqp.endpoint import AMQEndpoint
+from txamqp.factory import AMQFactory
+from txamqp.message import Message
+from txamqp.protocol import AMQChannel, AMQClient, GarbageException
+from txamqp.spec import Spec, load, pythonize
+
+from bugzfeed.config import redactURL
+
+#: The AMQP 0-9-1 spec with RabbitMQ's extensions, structure only; made by
+#: C{tools/make_amqp_spec.py}.
+SPEC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amqp0-9-1.xml")
+
+_INT32 = range(-(2**31), 2**31)
+
+
+@lru_cache(maxsize=None)
+def loadSpec(path: str = SPEC_PATH) -> Spec:
+    """
+    Load (once) the spec at C{path}.
+    """
+    return load(path)
+
+
+class FieldTableCodec(Codec):
+    """
+    A codec that reads every AMQP 0-9-1 field type, as RabbitMQ defines
+    their letters, and writes integers at the width they need.
+    """
+
+    _FIXED = {
+        b"b": "!b",
+        b"B": "!B",
+        b"s": "!h",
+        b"u": "!H",
+        b"I": "!i",
+        b"i": "!I",
+        b"l": "!q",
+        b"f": "!f",
+        b"d": "!d",
+        b"T": "!Q",
+    }
+
+    def decode_table(self) -> Dict[str, Any]:
+        size = self.decode_long()
+        start = self.nread
+        result = {}
+        while self.nread - start < size:
+            key = self.decode_shortstr()
+            result[key] = self._decodeValue(self.read(1))
+        return result
+
+    def _decodeValue(self, kind: bytes) -> Any:
+        if kind in self._FIXED:
+            return self.unpack(self._FIXED[kind])
+        if kind == b"t":
+            return self.decode_octet() != 0
+        if kind == b"S":
+            return self.decode_longstr()
+        if kind == b"x":
+            return self.decode_longbytes()
+        if kind == b"F":
+            return self.decode_table()
+        if kind == b"A":
+            size = self.decode_long()
+            start = self.nread
+            values = []
+            while self.nread - start < size:
+                values.append(self._decodeValue(self.read(1)))
+            return values
+        if kind == b"D":
+            places = self.decode_octet()
+            return Decimal(self.unpack("!i")).scaleb(-places)
+        if kind == b"V":
+            return None
+        raise ValueError(f"unknown field type {kind!r}")
+
+    def encode_table(self, tbl: Dict[str, Any]) -> None:
+        inner = FieldTableCodec(BytesIO())
+        for key, value in tbl.items():
+            inner.encode_shortstr(key)
+            inner._encodeValue(value)
+        data = inner.stream.getvalue()
+        self.encode_long(len(data))
+        self.write(data)
+
+    def _encodeValue(self, value: Any) -> None:
+        if isinstance(value, bool):
+            self.write(b"t")
+            self.encode_octet(1 if value else 0)
+        elif isinstance(value, int):
+            if value in _INT32:
+                self.write(b"I")
+                self.pack("!i", value)
+            else:
+                self.write(b"l")
+                self.pack("!q", value)
+        elif isinstance(value, str):
+            self.write(b"S")
+            self.encode_longstr(value)
+        elif isinstance(value, bytes):
+            self.write(b"x")
+            self.encode_longbytes(value)
+        elif isinstance(value, dict):
+            self.write(b"F")
+            self.encode_table(value)
+        elif value is None:
+            self.write(b"V")
+        else:
+            raise TypeError(f"cannot encode {type(value).__name__} in a field table")
+
+
+def _decodeMethod(spec: Spec, codec: Codec) -> Method:
+    inner = FieldTableCodec(BytesIO(codec.decode_longbytes()))
+    klass = spec.classes.byid[inner.decode_short()]
+    method = klass.methods.byid[inner.decode_short()]
+    return Method(method, *[inner.decode(field.type) for field in method.fields])
+
+
+def _encodeMethod(payload: Method, codec: Codec) -> None:
+    inner = FieldTableCodec(BytesIO())
+    inner.encode_short(payload.method.klass.id)
+    inner.encode_short(payload.method.id)
+    for field, arg in zip(payload.method.fields, payload.args):
+        inner.encode(field.type, arg)
+    inner.flush()
+    codec.encode_longbytes(inner.stream.getvalue())
+
+
+def _decodeHeader(spec: Spec, codec: Codec) -> Header:
+    inner = FieldTableCodec(BytesIO(codec.decode_longbytes()))
+    klass = spec.classes.byid[inner.decode_short()]
+    weight = inner.decode_short()
+    size = inner.decode_longlong()
+    present = []
+    while True:
+        flags = inner.decode_short()
+        present.extend(bool(flags >> bit & 1) for bit in range(15, 0, -1))
+        # The lowest bit says whether another flags word follows.
+        if not flags & 1:
+            break
+    properties = {
+        str(field.name): inner.decode(field.type)
+        for isPresent, field in zip(present, klass.fields)
+        if isPresent
+    }
+    return Header(klass, weight, size, **properties)
+
+
+class BugzfeedAMQClient(AMQClient):
+    """
+    An L{AMQClient} whose frames go through L{FieldTableCodec}, whose bodies
+    stay bytes, and which hands broker events to callables:
+
+    @ivar onDeliver: Called with C{(channel, message)} for each delivery.
+    @ivar onConfirm: Called with C{(deliveryTag, multiple, acked)} for each
+        publisher confirm.
+    @ivar onReturn: Called with the returned message.
+    @ivar onCancel: Called with the consumer tag the broker cancelled; by
+        default the connection is closed, so that a reconnect consumes anew.
+    @ivar onChannelClosed: Called with C{(channel, reason)} when the broker
+        closes a channel; by default the connection is closed.
+    """
+
+    _log = Logger()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.onDeliver: Optional[Callable[[AMQChannel, Message], None]] = None
+        self.onConfirm: Optional[Callable[[int, bool, bool], None]] = None
+        self.onReturn: Optional[Callable[[Message], None]] = None
+        self.onCancel: Optional[Callable[[str], None]] = None
+        self.onChannelClosed: Optional[Callable[[AMQChannel, Any], None]] = None
+
+    def setHandlers(self, **handlers: Optional[Callable[..., None]]) -> None:
+        """
+        Set some of the C{on*} callables, by name.
+
+        A method rather than attribute assignment, because L{ClientService}
+        hands C{prepareConnection} a proxy that forwards only look-ups.
+        """
+        for name, handler in handlers.items():
+            if not hasattr(self, name) or not name.startswith("on"):
+                raise TypeError(f"no handler named {name}")
+            setattr(self, name, handler)
+
+    def _unpack_frame(self, data: bytes) -> Frame:
+        codec = FieldTableCodec(BytesIO(data))
+        frameType = pythonize(self.spec.constants.byid[codec.decode_octet()].name)
+        channel = codec.decode_short()
+        if frameType == Frame.METHOD:
+            payload = _decodeMethod(self.spec, codec)
+        elif frameType == Frame.HEADER:
+            payload = _decodeHeader(self.spec, codec)
+        elif frameType == Frame.BODY:
+            payload = Body(codec.decode_longbytes())
+        else:
+            payload = Frame.DECODERS[frameType].decode(self.spec, codec)
+        end = codec.decode_octet()
+        if end != self.FRAME_END:
+            raise GarbageException(f"frame error: expected {self.FRAME_END!r}, got {end!r}")
+        return Frame(channel, payload)
+
+    def _pack_frame(self, frame: Frame) -> bytes:
+        codec = FieldTableCodec(BytesIO())
+        codec.encode_octet(self.spec.constants.bypyname[frame.payload.type].id)
+        codec.encode_short(frame.channel)
+        if isinstance(frame.payload, Method):
+            _encodeMethod(frame.payload, codec)
+        else:
+            frame.payload.encode(codec)
+        codec.encode_octet(self.FRAME_END)
+        return codec.stream.getvalue()
+
+    def channel_failed(self, channel: AMQChannel, reason: Any) -> None:
+        if self.onChannelClosed is not None:
+            self.onChannelClosed(channel, reason)
+            return
+        self._log.error(
+            "Broker closed channel {channel}: {reason}; reconnecting",
+            channel=channel.id,
+            reason=reason.value,
+        )
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class BugzfeedDelegate(TwistedDelegate):
+    """
+    Routes what the broker sends on its own initiative to the client's
+    C{on*} callables.
+    """
+
+    def basic_deliver(self, channel: AMQChannel, message: Message) -> Any:
+        if self.client.onDeliver is None:
+            return super().basic_deliver(channel, message)
+        self.client.onDeliver(channel, message)
+
+    def basic_ack(self, channel: AMQChannel, message: Message) -> None:
+        if self.client.onConfirm is not None:
+            self.client.onConfirm(message.delivery_tag, message.multiple, True)
+
+    def basic_nack(self, channel: AMQChannel, message: Message) -> None:
+        if self.client.onConfirm is not None:
+            self.client.onConfirm(message.delivery_tag, message.multiple, False)
+
+    def basic_return_(self, channel: AMQChannel, message: Message) -> None:
+        if self.client.onReturn is not None:
+            self.client.onReturn(message)
+        else:
+            super().basic_return_(channel, message)
+
+    def basic_cancel(self, channel: AMQChannel, message: Message) -> None:
+        if not message.nowait:
+            channel.basic_cancel_ok(consumer_tag=message.consumer_tag)
+        if self.client.onCancel is not None:
+            self.client.onCancel(message.consumer_tag)
+        elif self.client.transport is not None:
+            self.client.transport.loseConnection()
+
+
+class BugzfeedAMQFactory(AMQFactory):
+    """
+    Builds L{BugzfeedAMQClient}s with L{BugzfeedDelegate}s, on the
+    project's spec.
+    """
+
+    protocol = BugzfeedAMQClient
+
+    def __init__(self, clock: Any, spec: str = SPEC_PATH) -> None:
+        # AMQFactory.__init__ would parse the spec again; share one.
+        self._spec = loadSpec(spec)
+        self._clock = clock
+        self._vhost = "/"
+        self._heartbeat = 0
+
+    def buildProtocol(self, addr: Any) -> BugzfeedAMQClient:
+        return self.protocol(
+            BugzfeedDelegate(),
+            vhost=self._vhost,
+            spec=self._spec,
+            heartbeat=self._heartbeat,
+            clock=self._clock,
+        )
+
+
+def amqpEndpoint(reactor: Any, url: str, heartbeat: int) -> AMQEndpoint:
+    """
+    An endpoint for the broker at C{url}
+    (C{amqp://user:password@host:port/vhost}).
+
+    @param heartbeat: Seconds between heartbeats; 0 switches them off.
+    @raise ValueError: If C{url} is not an C{amqp://} URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "amqp":
+        raise ValueError(f"not an amqp:// URL: {redactURL(url)}")
+    if not parts.hostname:
+        raise ValueError(f"no host in AMQP URL: {redactURL(url)}")
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return AMQEndpoint(
+        reactor,
+        parts.hostname,
+        parts.port or 5672,
+        username=unquote(parts.username or "guest"),
+        password=unquote(parts.password or "guest"),
+        vhost=vhost,
+        heartbeat=heartbeat,
+    )
+

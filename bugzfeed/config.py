@@ -1,0 +1,107 @@
+"""
+Option helpers shared by both daemons: settings from the environment,
+durations, and redaction of secrets for logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Mapping, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.python import usage
+
+ENVIRONMENT_PREFIX = "BUGZFEED_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdD]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "D": 86400}
+
+
+def parseDuration(text: str) -> float:
+    """
+    Read a duration such as C{30}, C{90s}, C{15m}, C{24h} or C{7d}.
+
+    @return: Seconds.
+    @raise ValueError: If C{text} is not such a duration.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 24h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def environmentName(option: str) -> str:
+    """
+    @return: The environment variable that sets C{option}: C{--poll-interval}
+        is C{BUGZFEED_POLL_INTERVAL}.
+    """
+    return ENVIRONMENT_PREFIX + option.upper().replace("-", "_")
+
+
+class EnvironmentOptions(usage.Options):
+    """
+    Options whose parameters default to C{BUGZFEED_*} environment variables
+    when set; the command line still wins.
+    """
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__()
+        environ = os.environ if environ is None else environ
+        for name, *_ in self.optParameters:
+            value = environ.get(environmentName(name))
+            if value is not None:
+                self[name] = value
+
+    def integer(self, name: str, minimum: int = 0) -> int:
+        """
+        @return: Option C{name} as an integer of at least C{minimum}.
+        @raise usage.UsageError: If it is not.
+        """
+        try:
+            value = int(self[name])
+        except (TypeError, ValueError):
+            raise usage.UsageError(f"--{name} must be an integer, not {self[name]!r}")
+        if value < minimum:
+            raise usage.UsageError(f"--{name} must be at least {minimum}, not {value}")
+        return value
+
+    def duration(self, name: str, minimum: float = 0.0) -> float:
+        """
+        @return: Option C{name} as seconds, at least C{minimum}.
+        @raise usage.UsageError: If it is not a duration.
+        """
+        try:
+            value = parseDuration(str(self[name]))
+        except ValueError as e:
+            raise usage.UsageError(f"--{name}: {e}")
+        if value < minimum:
+            raise usage.UsageError(f"--{name} must be at least {minimum:g}s, not {self[name]}")
+        return value
+
+
+def redactURL(url: str) -> str:
+    """
+    @return: C{url} with any password replaced by C{***}, fit for logs.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redactDSN(dsn: str) -> str:
+    """
+    @return: A libpq DSN or URL with its password replaced by C{***}.
+    """
+    if "://" in dsn:
+        return redactURL(dsn)
+    return _DSN_PASSWORD.sub(r"\1***", dsn)

@@ -1,0 +1,48 @@
+"""
+A feed: one exchange's updates, with their own subscriptions and history,
+served at one WebSocket path.
+"""
+
+from __future__ import annotations
+
+import attr
+
+from bugzfeed.history import UpdateHistory
+from bugzfeed.model import BugUpdate
+from bugzfeed.subscriptions import SubscriptionRegistry
+
+#: Prefix of the stream a feed reads; the rest is the exchange name, so two
+#: exchanges never share a stream.
+STREAM_PREFIX = "bugzfeed."
+
+
+def streamName(exchange: str) -> str:
+    """
+    @return: The name of the RabbitMQ stream bound to C{exchange}.
+    """
+    return STREAM_PREFIX + exchange
+
+
+@attr.s(eq=False, slots=True, auto_attribs=True)
+class Feed:
+    """
+    @ivar path: The WebSocket path clients connect to, such as C{/dev/}.
+    @ivar exchange: The RabbitMQ exchange the feed's updates come from.
+    """
+
+    path: str
+    exchange: str
+    registry: SubscriptionRegistry
+    history: UpdateHistory
+
+    @property
+    def stream(self) -> str:
+        """The stream this feed consumes."""
+        return streamName(self.exchange)
+
+    def receive(self, update: BugUpdate) -> None:
+        """
+        Remember C{update} and push it to its bug's subscribers.
+        """
+        self.history.add(update)
+        self.registry.publish(update)

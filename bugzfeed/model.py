@@ -1,0 +1,106 @@
+"""
+Value types shared by the shim and the server: a bug update, its JSON form
+for clients, and the Mozilla Pulse envelope it travels in through RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Optional
+
+import attr
+
+#: Bug ids are PostgreSQL C{integer}s: positive and below 2**31.
+MAX_BUG_ID = 2**31 - 1
+
+
+class MalformedEnvelope(ValueError):
+    """
+    A message body is not a Pulse envelope carrying a bug update.
+    """
+
+
+def toUTC(when: datetime) -> datetime:
+    """
+    Return C{when} as a naive UTC datetime, to the second.
+
+    A naive C{when} is taken to be UTC already.
+    """
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when.replace(microsecond=0)
+
+
+def formatWhen(when: datetime) -> str:
+    """
+    Format a naive UTC datetime as clients expect it: ISO 8601 to the
+    second, no zone suffix (C{2014-04-03T21:13:45}).
+    """
+    return when.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class BugUpdate:
+    """
+    One change of one bug.
+
+    @ivar bug: The bug id.
+    @ivar when: The change's C{delta_ts}, naive UTC, to the second.
+    @ivar seq: The update's offset in its feed's stream, or L{None} before
+        it has been read back from one.
+    """
+
+    bug: int
+    when: datetime
+    seq: Optional[int] = None
+
+    def toJSON(self) -> bytes:
+        """
+        Encode this update as the C{update} message pushed to clients.
+        """
+        message = {"command": "update", "bug": self.bug, "when": formatWhen(self.when)}
+        if self.seq is not None:
+            message["seq"] = self.seq
+        return json.dumps(message, separators=(",", ":")).encode("utf-8")
+
+
+def encodePulseEnvelope(
+    bug: int, deltaTs: datetime, exchange: str, sent: datetime
+) -> bytes:
+    """
+    Wrap a change in Mozilla Pulse's envelope, so that existing Pulse
+    consumers can read what the shim publishes.
+
+    @param deltaTs: The change time, zone-aware.
+    @param sent: The time of publishing, zone-aware.
+    """
+    envelope = {
+        "payload": {"id": bug, "delta_ts": deltaTs.isoformat()},
+        "_meta": {
+            "exchange": exchange,
+            "routing_key": str(bug),
+            "serializer": "json",
+            "sent": sent.isoformat(),
+        },
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode("utf-8")
+
+
+def decodePulseEnvelope(body: bytes, seq: Optional[int] = None) -> BugUpdate:
+    """
+    Read the bug update out of a Pulse envelope.
+
+    @raise MalformedEnvelope: If C{body} is not an envelope with a valid bug
+        id and change time.
+    """
+    try:
+        envelope = json.loads(body)
+        payload = envelope["payload"]
+        bug = payload["id"]
+        deltaTs = datetime.fromisoformat(payload["delta_ts"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise MalformedEnvelope(f"not a Pulse bug envelope: {e!r}") from e
+    if type(bug) is not int or not 0 < bug <= MAX_BUG_ID:
+        raise MalformedEnvelope(f"invalid bug id {bug!r}")
+    return BugUpdate(bug=bug, when=toUTC(deltaTs), seq=seq)

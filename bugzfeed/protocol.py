@@ -1,0 +1,152 @@
+"""
+The WebSocket side: an Autobahn protocol per client connection, and the
+factory that routes each connection to the feed at its path.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Mapping, Optional
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from bugzfeed.feed import Feed
+from bugzfeed.messages import answer, errorReply
+from bugzfeed.subscriptions import ISubscriber
+
+
+def normalizePath(path: str) -> str:
+    """
+    @return: C{path} with exactly one leading and one trailing slash, so that
+        C{/dev} and C{/dev/} name the same feed.
+    """
+    return "/" + "".join(part + "/" for part in path.split("/") if part)
+
+
+@implementer(ISubscriber)
+class FeedServerProtocol(WebSocketServerProtocol):
+    """
+    One client connection: decode, delegate to L{answer}, encode.
+    """
+
+    # Autobahn owns .log
+    _log = Logger()
+    feed: Optional[Feed] = None
+
+    def onConnect(self, request):  # type: ignore[no-untyped-def]
+        feed = self.factory.feedAt(request.path)
+        if feed is None:
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "no feed at this path")
+        self.feed = feed
+        self.factory.connectionOpened(self)
+        return None
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            frames = answer(payload, isBinary, self, self.feed)
+        except Exception:
+            self._log.failure("Answering {peer} failed", peer=self.peer)
+            frames = [errorReply(None, "internal error")]
+        for frame in frames:
+            self.sendMessage(frame)
+
+    def sendUpdate(self, payload: bytes) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendMessage(payload)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if self.feed is not None:
+            self.feed.registry.unsubscribeAll(self)
+        self.factory.connectionClosed(self)
+
+
+class FeedServerFactory(WebSocketServerFactory):
+    """
+    Serves every feed, each at its own path.
+    """
+
+    protocol = FeedServerProtocol
+
+    def __init__(self, feeds: Iterable[Feed], reactor) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(reactor=reactor)
+        self.feeds: Mapping[str, Feed] = {normalizePath(feed.path): feed for feed in feeds}
+
+        self._reactor = reactor
+        self._connections: Dict[FeedServerProtocol, List[Deferred]] = {}
+
+    def feedAt(self, path: str) -> Optional[Feed]:
+        """
+        @return: The feed served at C{path}, or L{None}.
+        """
+        return self.feeds.get(normalizePath(path))
+
+    def connectionOpened(self, protocol: FeedServerProtocol) -> None:
+        """
+        Track C{protocol} until it closes, so that shutdown can close it.
+        """
+        self._connections[protocol] = []
+
+    def connectionClosed(self, protocol: FeedServerProtocol) -> None:
+        """
+        C{protocol} is gone.
+        """
+        for d in self._connections.pop(protocol, ()):
+            d.callback(None)
+
+    @property
+    def connectionCount(self) -> int:
+        """The number of open client connections."""
+        return len(self._connections)
+
+    def closeAll(self, timeout: float) -> Deferred:
+        """
+        Ask every client to go (close code 1001) and drop those still there
+        after C{timeout} seconds.
+
+        @return: A L{Deferred} that fires once every connection is gone.
+        """
+        waiting = []
+        for protocol, waiters in list(self._connections.items()):
+            d: Deferred = Deferred()
+            waiters.append(d)
+            waiting.append(d)
+            protocol.sendClose(code=1001, reason="server shutting down")
+        if not waiting:
+            return succeed(None)
+        drop = self._reactor.callLater(timeout, self._dropAll)
+        done = gatherResults(waiting)
+        done.addBoth(lambda result: drop.cancel() if drop.active() else None)
+        return done
+
+    def _dropAll(self) -> None:
+        for protocol in list(self._connections):
+            protocol.dropConnection(abort=True)
+
+
+def makeFactory(
+    feeds: Iterable[Feed],
+    reactor,  # type: ignore[no-untyped-def]
+    pingInterval: float,
+    pingTimeout: float,
+    handshakeTimeout: float,
+    maxMessageSize: int,
+) -> FeedServerFactory:
+    """
+    Build the factory with keep-alive, handshake timeout and message size
+    limit switched on.
+    """
+    factory = FeedServerFactory(feeds, reactor)
+    factory.setProtocolOptions(
+        autoPingInterval=pingInterval,
+        autoPingTimeout=pingTimeout,
+        openHandshakeTimeout=handshakeTimeout,
+        maxMessagePayloadSize=maxMessageSize,
+        maxFramePayloadSize=maxMessageSize,
+        # Tell an offender why (close 1009 and friends) instead of dropping
+        # the TCP connection silently.
+        failByDrop=False,
+    )
+    return factory

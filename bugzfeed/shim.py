@@ -1,0 +1,446 @@
+"""
+The shim: moves rows of the tracker's C{push_notify} table to a RabbitMQ
+exchange, deleting each row only once the broker has confirmed it and only
+if it has not changed since it was read.
+
+The table is the truth.  Wake-ups (a NOTIFY from the trigger, the poll
+interval, start-up and every reconnect) only start a drain: a pass over the
+whole table in id order, in batches, publishing every row not already in
+flight.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone, tzinfo
+from typing import Any, Callable, List, Optional, Set, Tuple
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from txamqp.content import Content
+from txamqp.message import Message
+from txamqp.protocol import AMQChannel
+
+from bugzfeed.amqp import BugzfeedAMQClient, BugzfeedAMQFactory
+from bugzfeed.confirms import ConfirmTracker, PendingRow
+from bugzfeed.consumer import declareExchange
+from bugzfeed.model import encodePulseEnvelope
+from bugzfeed.schema import notifyChannel, quoteTable, triggerSQL
+
+
+class PushNotifyTable:
+    """
+    The SQL the shim runs, over a txpostgres connection.
+    """
+
+    def __init__(self, connection: Any, table: str) -> None:
+        self._connection = connection
+        self.table = table
+        self._quoted = quoteTable(table)
+
+    def fetch(self, afterId: int, limit: int) -> Deferred:
+        """
+        @return: A L{Deferred} firing with up to C{limit} L{PendingRow}s with
+            ids above C{afterId}, in id order.
+        """
+        d = self._connection.runQuery(
+            f"SELECT id, bug_id, delta_ts FROM {self._quoted} WHERE id > %s ORDER BY id LIMIT %s",
+            (afterId, limit),
+        )
+        return d.addCallback(lambda rows: [PendingRow(*row) for row in rows])
+
+    def deleteUnchanged(self, rows: List[PendingRow]) -> Deferred:
+        """
+        Delete C{rows}, each only where both its id and its C{delta_ts}
+        still match: a row the tracker changed meanwhile holds a change not
+        yet published.
+
+        @return: A L{Deferred} firing with the number of rows deleted.
+        """
+        d = self._connection.runQuery(
+            f"DELETE FROM {self._quoted} AS t"
+            f" USING unnest(%s::integer[], %s::timestamp[]) AS c(id, delta_ts)"
+            f" WHERE t.id = c.id AND t.delta_ts = c.delta_ts RETURNING t.id",
+            ([row.id for row in rows], [row.deltaTs for row in rows]),
+        )
+        return d.addCallback(len)
+
+    def listen(self) -> Deferred:
+        """
+        Listen on the channel the trigger notifies.
+        """
+        return self._connection.runOperation(f'LISTEN "{notifyChannel(self.table)}"')
+
+    def installTrigger(self) -> Deferred:
+        """
+        Install (or replace) the trigger that notifies on every change.
+        """
+        return self._connection.runOperation(triggerSQL(self.table))
+
+
+class PushNotifyShim:
+    """
+    The shim's logic: drains the table into a confirm-mode channel.
+
+    @ivar batchSize: Rows read per query.
+    @ivar maxInFlight: Published rows awaiting their confirm, at most.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        table: PushNotifyTable,
+        exchange: str,
+        clock: IReactorTime,
+        dbTimezone: tzinfo = timezone.utc,
+        batchSize: int = 500,
+        maxInFlight: int = 1000,
+    ) -> None:
+        self._table = table
+        self.exchange = exchange
+        self._clock = clock
+        self._dbTimezone = dbTimezone
+        self.batchSize = batchSize
+        self.maxInFlight = maxInFlight
+        self._channel: Optional[AMQChannel] = None
+        self._tracker = ConfirmTracker()
+        self._draining: Optional[Deferred] = None
+        self._drainAgain = False
+        self._slotWaiters: List[Deferred] = []
+        self._toDelete: List[PendingRow] = []
+        self._deleting: Set[Tuple[int, datetime]] = set()
+        self._flushing = False
+        self._idleWaiters: List[Deferred] = []
+        self._unroutable = False
+        self.published = 0
+        self.deleted = 0
+
+    # The broker side
+
+    def publisherReady(self, channel: AMQChannel) -> None:
+        """
+        A fresh confirm-mode channel is ready: publish on it from now on.
+        """
+        self._channel = channel
+        self._tracker = ConfirmTracker()
+        self.drain()
+
+    def publisherLost(self) -> None:
+        """
+        The channel is gone: every unconfirmed row stays in the table and is
+        published again on the next channel.
+        """
+        self._channel = None
+        abandoned = self._tracker.abandon()
+        if abandoned:
+            self._log.info(
+                "Broker connection lost with {count} rows unconfirmed; they stay queued",
+                count=len(abandoned),
+            )
+        self._wakeSlotWaiters()
+        self._checkIdle()
+
+    def confirmed(self, deliveryTag: int, multiple: bool, acked: bool) -> None:
+        """
+        The broker confirmed (or refused) one or more published rows.
+        """
+        sent, unsent = self._tracker.confirmed(deliveryTag, multiple, acked)
+        if unsent and not self._unroutable:
+            self._log.warn(
+                "The broker did not take {count} rows (is a stream bound to {exchange}?);"
+                " they stay in the table and are retried",
+                count=len(unsent),
+                exchange=self.exchange,
+            )
+        self._unroutable = bool(unsent) and not sent
+        if sent:
+            self._toDelete.extend(sent)
+            self._deleting.update(row.key for row in sent)
+            self._flushDeletes()
+        self._wakeSlotWaiters()
+        self._checkIdle()
+
+    def returned(self, message: Message) -> None:
+        """
+        The broker returned an unroutable message.
+        """
+        try:
+            rowId = int(message.content.properties["message-id"])
+        except (KeyError, TypeError, ValueError):
+            self._log.warn("Returned message without a row id ignored")
+            return
+        self._tracker.returned(rowId)
+
+    # The table side
+
+    def drain(self) -> None:
+        """
+        Publish every row in the table not already in flight; if a drain is
+        running, run another pass after it, since rows may have come in
+        behind its read position.
+        """
+        if self._draining is not None:
+            self._drainAgain = True
+            return
+        d = self._drainUntilQuiet()
+        if not d.called:
+            self._draining = d
+            d.addBoth(self._drained)
+
+    def _drained(self, _: Any) -> None:
+        self._draining = None
+        self._checkIdle()
+
+    @inlineCallbacks
+    def _drainUntilQuiet(self) -> Any:
+        self._drainAgain = True
+        try:
+            while self._drainAgain and self._channel is not None:
+                self._drainAgain = False
+                yield self._drainPass()
+        except Exception:
+            self._log.failure(
+                "Reading {table} failed; retrying at the next wake-up", table=self._table.table
+            )
+
+    @inlineCallbacks
+    def _drainPass(self) -> Any:
+        channel = self._channel
+        afterId = 0
+        while True:
+            rows = yield self._table.fetch(afterId, self.batchSize)
+            # Decide now, as read: a row in flight now may be confirmed and
+            # deleted while we wait for the window below.
+            fresh = [
+                row
+                for row in rows
+                if not (self._tracker.isPending(row) or row.key in self._deleting)
+            ]
+            for row in fresh:
+                while len(self._tracker) >= self.maxInFlight and self._channel is channel:
+                    yield self._slotFreed()
+                if self._channel is not channel:
+                    # The channel changed under us; its replacement drains anew.
+                    return
+                self._publish(channel, row)
+            if len(rows) < self.batchSize:
+                return
+            afterId = rows[-1].id
+
+    def _publish(self, channel: AMQChannel, row: PendingRow) -> None:
+        now = datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
+        changed = row.deltaTs.replace(tzinfo=self._dbTimezone).astimezone(timezone.utc)
+        body = encodePulseEnvelope(row.bug, changed, self.exchange, sent=now)
+        self._tracker.published(row)
+        self.published += 1
+        d = channel.basic_publish(
+            exchange=self.exchange,
+            routing_key=str(row.bug),
+            mandatory=True,
+            content=Content(
+                body,
+                properties={
+                    "content-type": "application/json",
+                    "delivery-mode": 2,
+                    "message-id": str(row.id),
+                },
+            ),
+        )
+        # A closed channel fails the publish; publisherLost() handles that.
+        d.addErrback(lambda _: None)
+
+    @inlineCallbacks
+    def _flushDeletes(self) -> Any:
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._toDelete:
+                batch = self._toDelete[: self.batchSize]
+                del self._toDelete[: self.batchSize]
+                try:
+                    self.deleted += yield self._table.deleteUnchanged(batch)
+                except Exception:
+                    self._log.failure(
+                        "Deleting {count} confirmed rows failed; they will be published again",
+                        count=len(batch),
+                    )
+                finally:
+                    self._deleting.difference_update(row.key for row in batch)
+        finally:
+            self._flushing = False
+            self._checkIdle()
+
+    # Waiting
+
+    def _slotFreed(self) -> Deferred:
+        d: Deferred = Deferred()
+        self._slotWaiters.append(d)
+        return d
+
+    def _wakeSlotWaiters(self) -> None:
+        waiters, self._slotWaiters = self._slotWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is being read, published or deleted."""
+        return (
+            self._draining is None
+            and not len(self._tracker)
+            and not self._toDelete
+            and not self._flushing
+        )
+
+    def whenIdle(self) -> Deferred:
+        """
+        @return: A L{Deferred} that fires once nothing is being read,
+            published or deleted.
+        """
+        if self.idle:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idleWaiters.append(d)
+        return d
+
+    def _checkIdle(self) -> None:
+        if self.idle:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+
+class PublisherConnector:
+    """
+    Opens a confirm-mode channel on each new broker connection and hands it
+    to the shim; used as L{ClientService}'s C{prepareConnection}.
+    """
+
+    def __init__(self, shim: PushNotifyShim) -> None:
+        self._shim = shim
+
+    @inlineCallbacks
+    def prepareConnection(self, client: BugzfeedAMQClient) -> Any:
+        channel = yield client.channel(1)
+        yield channel.channel_open()
+        yield declareExchange(channel, self._shim.exchange)
+        client.setHandlers(onConfirm=self._shim.confirmed, onReturn=self._shim.returned)
+        yield channel.confirm_select()
+        client.disconnected.wait().addCallback(lambda _: self._shim.publisherLost())
+        self._shim.publisherReady(channel)
+
+
+def publisherService(
+    endpoint: Any, shim: PushNotifyShim, clock: IReactorTime, retryPolicy: Any = None
+) -> ClientService:
+    """
+    @return: A service keeping the shim connected to the broker.
+    """
+    return ClientService(
+        endpoint,
+        BugzfeedAMQFactory(clock),
+        retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=15.0),
+        clock=clock,
+        prepareConnection=PublisherConnector(shim).prepareConnection,
+    )
+
+
+class DatabaseService(Service):
+    """
+    Keeps the shim's PostgreSQL connection up (txpostgres'
+    C{DeadConnectionDetector}), listens for the trigger's notifications,
+    polls, and drains at start and after every reconnect.
+    """
+
+    _log = Logger()
+
+    #: Seconds that stopping waits for in-flight confirms and deletes.
+    stopTimeout = 10.0
+
+    def __init__(
+        self,
+        connection: Any,
+        dsn: str,
+        shim: PushNotifyShim,
+        table: PushNotifyTable,
+        clock: IReactorTime,
+        pollInterval: float,
+        installTrigger: bool = False,
+    ) -> None:
+        self._connection = connection
+        self._dsn = dsn
+        self._shim = shim
+        self._table = table
+        self._clock = clock
+        self._pollInterval = pollInterval
+        self._installTrigger = installTrigger
+        self._poll = LoopingCall(self._shim.drain)
+        self._poll.clock = clock
+        self._ready: List[Deferred] = []
+        self.connected = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._connection.addNotifyObserver(self._notified)
+        detector = self._connection.detector
+        detector.addRecoveryHandler(self._connectionUp)
+        d = self._connection.connect(self._dsn)
+        d.addCallback(lambda _: self._connectionUp())
+        d.addErrback(self._connectFailed)
+        self._poll.start(self._pollInterval, now=False)
+
+    def _connectFailed(self, failure: Any) -> None:
+        self._log.error("Cannot connect to PostgreSQL: {error}; retrying", error=failure.value)
+        self._connection.detector.checkForDeadConnection(failure)
+
+    @inlineCallbacks
+    def _connectionUp(self) -> Any:
+        try:
+            if self._installTrigger:
+                yield self._table.installTrigger()
+            yield self._table.listen()
+        except Exception:
+            self._log.failure("Setting up the PostgreSQL connection failed")
+            return
+        self.connected = True
+        self._log.info("Connected to PostgreSQL; listening on {table}", table=self._table.table)
+        waiting, self._ready = self._ready, []
+        for d in waiting:
+            d.callback(None)
+        self._shim.drain()
+
+    def _notified(self, notify: Any) -> None:
+        self._shim.drain()
+
+    def whenConnected(self) -> Deferred:
+        """
+        @return: A L{Deferred} that fires once connected and listening.
+        """
+        if self.connected:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._ready.append(d)
+        return d
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        if self._poll.running:
+            self._poll.stop()
+        self._connection.detector.removeRecoveryHandler(self._connectionUp)
+        # In-flight confirms settle, unless the broker is gone: then the rows
+        # simply stay in the table.
+        d = self._shim.whenIdle().addTimeout(self.stopTimeout, self._clock)
+        d.addErrback(lambda _: self._log.warn("Stopping before every confirm settled"))
+
+        def close(_: Any) -> None:
+            try:
+                self._connection.close()
+            except Exception:
+                pass
+
+        return d.addCallback(close)

@@ -1,0 +1,151 @@
+"""
+The composition root of C{twistd bugzfeed-shim}: options, and the service
+tree they describe.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any, List
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attr
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+from twisted.python import usage
+from txpostgres.reconnection import DeadConnectionDetector
+from txpostgres.txpostgres import Connection
+
+from bugzfeed.amqp import amqpEndpoint
+from bugzfeed.config import EnvironmentOptions, redactDSN, redactURL
+from bugzfeed.schema import DEFAULT_TABLE, quoteTable
+from bugzfeed.shim import DatabaseService, PushNotifyShim, PushNotifyTable, publisherService
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class ShimConfig:
+    """
+    Everything C{twistd bugzfeed-shim} is told, validated.
+    """
+
+    database: str = "dbname=bugs"
+    amqp: str = "amqp://guest:guest@localhost:5672/"
+    heartbeat: int = 30
+    exchange: str = "exchange/bugzilla/simple"
+    table: str = DEFAULT_TABLE
+    pollInterval: float = 1.0
+    dbTimezone: tzinfo = ZoneInfo("UTC")
+    batchSize: int = 500
+    maxInFlight: int = 1000
+    installTrigger: bool = False
+
+
+class Options(EnvironmentOptions):
+    synopsis = "[options]"
+    longdesc = (
+        "Publish the rows of the tracker's push_notify table to a RabbitMQ exchange, deleting"
+        " each once the broker has confirmed it. Every option can also be set from an"
+        " environment variable: --database from BUGZFEED_DATABASE, and so on."
+    )
+    optParameters: List[List[Any]] = [
+        ["database", None, "dbname=bugs", "PostgreSQL to read: a libpq DSN or postgresql:// URL."],
+        ["amqp", None, "amqp://guest:guest@localhost:5672/", "RabbitMQ broker URL."],
+        ["heartbeat", None, "30", "AMQP heartbeat interval in seconds (0 switches it off)."],
+        ["exchange", None, "exchange/bugzilla/simple", "Exchange to publish to."],
+        ["table", None, DEFAULT_TABLE, "Table to read (optionally schema.table)."],
+        ["poll-interval", None, "1s", "Read the table at least this often."],
+        ["db-timezone", None, "UTC", "Zone the table's delta_ts is written in (an IANA name)."],
+        ["batch-size", None, "500", "Rows read, or deleted, per query."],
+        ["max-in-flight", None, "1000", "Published rows awaiting the broker's confirm, at most."],
+    ]
+    optFlags = [
+        ["install-trigger", None, "Install (or replace) the NOTIFY trigger on the table at start."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            quoteTable(self["table"])
+        except ValueError as e:
+            raise usage.UsageError(f"--table: {e}")
+        try:
+            zone = ZoneInfo(self["db-timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise usage.UsageError(f"--db-timezone: unknown zone {self['db-timezone']!r}")
+        try:
+            amqpEndpoint(None, self["amqp"], 0)
+        except ValueError as e:
+            raise usage.UsageError(f"--amqp: {e}")
+        if not self["exchange"].strip():
+            raise usage.UsageError("--exchange must not be empty")
+        self.config = ShimConfig(
+            database=self["database"],
+            amqp=self["amqp"],
+            heartbeat=self.integer("heartbeat"),
+            exchange=self["exchange"],
+            table=self["table"],
+            pollInterval=self.duration("poll-interval", minimum=0.01),
+            dbTimezone=zone,
+            batchSize=self.integer("batch-size", minimum=1),
+            maxInFlight=self.integer("max-in-flight", minimum=1),
+            installTrigger=bool(self["install-trigger"]),
+        )
+
+
+class ShimService(MultiService):
+    """
+    The shim's service tree: the broker connection, then the database
+    connection (so that stopping lets confirms settle before the broker
+    connection goes).
+
+    @ivar shim: The shim's logic.
+    @ivar database: The database side.
+    """
+
+    def __init__(self, config: ShimConfig, reactor: Any) -> None:
+        super().__init__()
+        connection = Connection(reactor=reactor, detector=DeadConnectionDetector(reactor=reactor))
+        table = PushNotifyTable(connection, config.table)
+        self.shim = PushNotifyShim(
+            table,
+            config.exchange,
+            reactor,
+            dbTimezone=config.dbTimezone,
+            batchSize=config.batchSize,
+            maxInFlight=config.maxInFlight,
+        )
+        publisher = publisherService(
+            amqpEndpoint(reactor, config.amqp, config.heartbeat), self.shim, reactor
+        )
+        publisher.setName("amqp")
+        publisher.setServiceParent(self)
+        self.database = DatabaseService(
+            connection,
+            config.database,
+            self.shim,
+            table,
+            reactor,
+            config.pollInterval,
+            installTrigger=config.installTrigger,
+        )
+        self.database.setName("database")
+        self.database.setServiceParent(self)
+        self._config = config
+
+    def startService(self) -> None:
+        Logger().info(
+            "bugzfeed-shim: {database} table {table} -> {amqp} exchange {exchange}",
+            database=redactDSN(self._config.database),
+            table=self._config.table,
+            amqp=redactURL(self._config.amqp),
+            exchange=self._config.exchange,
+        )
+        super().startService()
+
+
+def makeService(options: Options) -> ShimService:
+    """
+    Build C{twistd bugzfeed-shim}'s service from its options.
+    """
+    from twisted.internet import reactor
+
+    return ShimService(options.config, reactor)

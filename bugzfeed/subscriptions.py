@@ -1,0 +1,130 @@
+"""
+The subscription registry: which connection holds which bug, and fan-out of
+updates to them.  Pure Python: it knows subscribers only through
+L{ISubscriber}.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Set
+
+from twisted.logger import Logger
+from zope.interface import Interface
+
+from bugzfeed.model import BugUpdate
+
+
+class ISubscriber(Interface):
+    """
+    Something that can be pushed updates: in practice, one WebSocket
+    connection.
+    """
+
+    def sendUpdate(payload: bytes) -> None:
+        """
+        Push one encoded update message.
+        """
+
+
+class SubscriptionRegistry:
+    """
+    Bug id ↔ subscribers, both ways, so that fan-out and a subscriber's
+    departure are each proportional to what they touch.
+
+    No entry is kept for a subscriber that holds no bug, nor for a bug that
+    nobody holds.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._subscribersByBug: Dict[int, Set[ISubscriber]] = {}
+        self._bugsBySubscriber: Dict[ISubscriber, Set[int]] = {}
+
+    def subscribe(self, subscriber: ISubscriber, bugs: Iterable[int]) -> List[int]:
+        """
+        Add C{bugs} to what C{subscriber} holds.
+
+        @return: All the bugs C{subscriber} now holds, sorted.
+        """
+        held = self._bugsBySubscriber.setdefault(subscriber, set())
+        for bug in bugs:
+            held.add(bug)
+            self._subscribersByBug.setdefault(bug, set()).add(subscriber)
+        if not held:
+            del self._bugsBySubscriber[subscriber]
+        return sorted(held)
+
+    def unsubscribe(self, subscriber: ISubscriber, bugs: Iterable[int]) -> List[int]:
+        """
+        Remove C{bugs} from what C{subscriber} holds; a bug not held is
+        ignored.
+
+        @return: All the bugs C{subscriber} still holds, sorted.
+        """
+        held = self._bugsBySubscriber.get(subscriber)
+        if held is None:
+            return []
+        for bug in bugs:
+            if bug in held:
+                held.discard(bug)
+                self._forget(bug, subscriber)
+        if not held:
+            del self._bugsBySubscriber[subscriber]
+        return sorted(held)
+
+    def unsubscribeAll(self, subscriber: ISubscriber) -> None:
+        """
+        Forget C{subscriber} entirely; fine for one that never subscribed.
+        """
+        for bug in self._bugsBySubscriber.pop(subscriber, ()):
+            self._forget(bug, subscriber)
+
+    def subscriptions(self, subscriber: ISubscriber) -> List[int]:
+        """
+        @return: The bugs C{subscriber} holds, sorted.
+        """
+        return sorted(self._bugsBySubscriber.get(subscriber, ()))
+
+    def subscribers(self, bug: int) -> Set[ISubscriber]:
+        """
+        @return: A copy of the set of subscribers holding C{bug}.
+        """
+        return set(self._subscribersByBug.get(bug, ()))
+
+    def publish(self, update: BugUpdate) -> int:
+        """
+        Push C{update} to every subscriber holding its bug, encoding it once.
+
+        A subscriber that raises is logged and skipped: one broken
+        connection must not starve the others.
+
+        @return: The number of subscribers pushed to.
+        """
+        subscribers = self._subscribersByBug.get(update.bug)
+        if not subscribers:
+            return 0
+        payload = update.toJSON()
+        # A push may close its connection and so change the set: iterate a copy.
+        for subscriber in tuple(subscribers):
+            try:
+                subscriber.sendUpdate(payload)
+            except Exception:
+                self._log.failure("Pushing update of bug {bug} failed", bug=update.bug)
+        return len(subscribers)
+
+    @property
+    def subscriberCount(self) -> int:
+        """The number of subscribers holding at least one bug."""
+        return len(self._bugsBySubscriber)
+
+    @property
+    def bugCount(self) -> int:
+        """The number of bugs held by at least one subscriber."""
+        return len(self._subscribersByBug)
+
+    def _forget(self, bug: int, subscriber: ISubscriber) -> None:
+        subscribers = self._subscribersByBug[bug]
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del self._subscribersByBug[bug]

@@ -1,0 +1,20 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="bugzfeed",
+    version="0.1.0",
+    description="Push notifications of bug changes over WebSockets",
+    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
+    package_data={"bugzfeed": ["amqp0-9-1.xml"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "twisted>=23.10",
+        "autobahn>=23.1",
+        "txamqp>=0.8.2",
+        "txpostgres>=1.7.0",
+        "psycopg2-binary>=2.9",
+        "attrs>=22.2",
+        "zope.interface",
+    ],
+    extras_require={"test": ["hypothesis>=6"]},
+)

@@ -1,0 +1,173 @@
+"""
+Tests for L{bugzfeed.messages}: every command and every error.
+"""
+
+import json
+from datetime import datetime
+from typing import Any, Dict, List
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from bugzfeed import __version__
+from bugzfeed.messages import answer
+from bugzfeed.model import BugUpdate
+from tests.fakes import RecordingSubscriber, makeFeed
+
+
+class AnswerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(datetime(2014, 4, 4).timestamp())
+        self.feed = makeFeed(self.clock)
+        self.subscriber = RecordingSubscriber()
+
+    def send(self, message: Any, isBinary: bool = False) -> List[Dict[str, Any]]:
+        payload = message if isinstance(message, bytes) else json.dumps(message).encode()
+        return [json.loads(frame) for frame in answer(payload, isBinary, self.subscriber, self.feed)]
+
+    def assertError(self, message: Any, command: Any, error: str, isBinary: bool = False) -> None:
+        self.assertEqual(
+            self.send(message, isBinary), [{"command": command, "result": "error", "error": error}]
+        )
+
+    def test_subscribeRepliesWithAllBugsSorted(self) -> None:
+        """
+        C{subscribe} answers C{ok} with every bug the connection now holds,
+        sorted, and registers them.
+        """
+        self.send({"command": "subscribe", "bugs": [30, 10]})
+        self.assertEqual(
+            self.send({"command": "subscribe", "bugs": [20]}),
+            [{"command": "subscribe", "result": "ok", "bugs": [10, 20, 30]}],
+        )
+        self.assertEqual(self.feed.registry.subscriptions(self.subscriber), [10, 20, 30])
+
+    def test_bugsForms(self) -> None:
+        """
+        C{bugs} may be a list, one number, or a numeric string, as existing
+        clients send.
+        """
+        for bugs, expected in [([1, "2"], [1, 2]), (3, [1, 2, 3]), ("4", [1, 2, 3, 4]), (" 5 ", [1, 2, 3, 4, 5])]:
+            self.assertEqual(self.send({"command": "subscribe", "bugs": bugs})[0]["bugs"], expected)
+
+    def test_invalidBugIds(self) -> None:
+        """
+        A bug id that is not an integer gets the original error text, and
+        nothing is subscribed.
+        """
+        for bad in [None, True, "abc", 1.5, {"a": 1}, [[1]], "", "1.5", float("nan")]:
+            self.assertError(
+                {"command": "subscribe", "bugs": [5, bad]}, "subscribe", "invalid bug id; must be integer"
+            )
+        self.assertEqual(self.feed.registry.subscriberCount, 0)
+
+    def test_bugIdsOutOfRange(self) -> None:
+        """
+        Ids must be positive and below 2**31.
+        """
+        for bad in [0, -1, 2**31, 10**30]:
+            reply = self.send({"command": "subscribe", "bugs": bad})[0]
+            self.assertEqual((reply["result"], reply["error"].startswith("invalid bug id")), ("error", True))
+        self.assertEqual(self.send({"command": "subscribe", "bugs": 2**31 - 1})[0]["bugs"], [2**31 - 1])
+
+    def test_missingBugs(self) -> None:
+        """
+        C{subscribe} and C{unsubscribe} without C{bugs} say so.
+        """
+        for command in ["subscribe", "unsubscribe"]:
+            self.assertError({"command": command}, command, "missing mandatory arg: 'bugs'")
+
+    def test_unsubscribe(self) -> None:
+        """
+        C{unsubscribe} answers with the bugs left; a bug not held is fine.
+        """
+        self.send({"command": "subscribe", "bugs": [1, 2, 3]})
+        self.assertEqual(
+            self.send({"command": "unsubscribe", "bugs": "2"}),
+            [{"command": "unsubscribe", "result": "ok", "bugs": [1, 3]}],
+        )
+        self.assertEqual(self.send({"command": "unsubscribe", "bugs": [99]})[0]["bugs"], [1, 3])
+        self.assertEqual(self.feed.registry.subscribers(2), set())
+
+    def test_subscriptions(self) -> None:
+        """
+        C{subscriptions} lists what the connection holds.
+        """
+        self.assertEqual(
+            self.send({"command": "subscriptions"}),
+            [{"command": "subscriptions", "result": "ok", "bugs": []}],
+        )
+        self.send({"command": "subscribe", "bugs": [8, 7]})
+        self.assertEqual(self.send({"command": "subscriptions"})[0]["bugs"], [7, 8])
+
+    def test_version(self) -> None:
+        """
+        C{version} answers with the package version.
+        """
+        self.assertEqual(
+            self.send({"command": "version"}),
+            [{"command": "version", "result": "ok", "version": __version__}],
+        )
+
+    def test_unknownCommand(self) -> None:
+        """
+        An unknown command is echoed with C{invalid command}; a command that
+        is not a string is echoed as null.
+        """
+        self.assertError({"command": "frobnicate"}, "frobnicate", "invalid command")
+        self.assertError({"command": 5}, None, "invalid command")
+        self.assertError({"command": ["subscribe"]}, None, "invalid command")
+
+    def test_badFrames(self) -> None:
+        """
+        Frames that are not a JSON object with a command get an error with a
+        null command.
+        """
+        for frame in [b"not json", b"\xff\xfe", b"[1, 2]", b'"subscribe"', b"null", b"[" * 100000]:
+            reply = self.send(frame)
+            self.assertEqual((reply[0]["command"], reply[0]["result"]), (None, "error"))
+        self.assertError({"bugs": [1]}, None, "missing mandatory arg: 'command'")
+        self.assertError(b'{"command": "version"}', None, "invalid message; binary frames are not supported", isBinary=True)
+
+    def test_sinceSendsRememberedUpdatesOldestFirst(self) -> None:
+        """
+        With C{since}, the reply is followed by the remembered updates of the
+        requested bugs at or after that time, oldest first.
+        """
+        for bug, hour, seq in [(1, 3, 10), (2, 1, 11), (1, 1, 12), (3, 2, 13), (1, 0, 14)]:
+            self.feed.receive(BugUpdate(bug, datetime(2014, 4, 3, hour), seq))
+        frames = self.send({"command": "subscribe", "bugs": [1, 2], "since": "2014-04-03T01:00:00"})
+        self.assertEqual(frames[0], {"command": "subscribe", "result": "ok", "bugs": [1, 2]})
+        self.assertEqual(
+            [(f["bug"], f["when"], f["seq"]) for f in frames[1:]],
+            [(2, "2014-04-03T01:00:00", 11), (1, "2014-04-03T01:00:00", 12), (1, "2014-04-03T03:00:00", 10)],
+        )
+
+    def test_sinceWithZoneIsConvertedToUTC(self) -> None:
+        """
+        A C{since} with a zone is compared in UTC.
+        """
+        self.feed.receive(BugUpdate(1, datetime(2014, 4, 3, 10), 1))
+        frames = self.send({"command": "subscribe", "bugs": [1], "since": "2014-04-03T11:00:00+02:00"})
+        self.assertEqual(len(frames), 2)
+        frames = self.send({"command": "subscribe", "bugs": [1], "since": "2014-04-03T11:00:00+00:00"})
+        self.assertEqual(len(frames), 1)
+
+    def test_emptySinceMeansNoCatchUp(self) -> None:
+        """
+        An empty or null C{since} sends the reply alone.
+        """
+        self.feed.receive(BugUpdate(1, datetime(2014, 4, 3, 10), 1))
+        for since in ["", None]:
+            self.assertEqual(len(self.send({"command": "subscribe", "bugs": [1], "since": since})), 1)
+
+    def test_invalidSince(self) -> None:
+        """
+        A C{since} that is not a date is an error, and subscribes nothing.
+        """
+        for since in ["yesterday", 5, ["2014-04-03"], "2014-13-01T00:00:00"]:
+            reply = self.send({"command": "subscribe", "bugs": [1], "since": since})
+            self.assertEqual(reply[0]["result"], "error")
+            self.assertIn("since", reply[0]["error"])
+        self.assertEqual(self.feed.registry.subscriberCount, 0)
