@@ -5,7 +5,8 @@ Stock txAMQP 0.8 on Python 3:
   - ships no AMQP spec: we load our own, L{SPEC_PATH};
   - decodes only four field-table types, while a stream delivery carries
     its offset as a signed 64-bit (C{l}) header;
-  - encodes every integer in a table as unsigned 32-bit;
+  - encodes every integer in a table as unsigned 32-bit, and gives
+    non-ASCII strings their length in characters rather than bytes;
   - turns message bodies that happen to be UTF-8 into C{str} (and then
     miscounts their length);
   - has no delegate methods for publisher confirms (C{basic.ack},
@@ -71,6 +72,13 @@ class FieldTableCodec(Codec):
         b"d": "!d",
         b"T": "!Q",
     }
+
+    def enc_str(self, fmt: str, s: Any) -> None:
+        # Codec.enc_str counts characters, then writes UTF-8 bytes.
+        if isinstance(s, str):
+            s = s.encode("utf-8")
+        self.pack(fmt, len(s))
+        self.write(s)
 
     def decode_table(self) -> Dict[str, Any]:
         size = self.decode_long()
