@@ -290,7 +290,7 @@ class BugzfeedDelegate(TwistedDelegate):
             super().basic_return_(channel, message)
 
     def basic_cancel(self, channel: AMQChannel, message: Message) -> None:
-        if not message.nowait:
+        if not message.no_wait:
             channel.basic_cancel_ok(consumer_tag=message.consumer_tag)
         if self.client.onCancel is not None:
             self.client.onCancel(message.consumer_tag)

@@ -5,11 +5,12 @@ factory that routes each connection to the feed at its path.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -63,6 +64,33 @@ class FeedServerProtocol(WebSocketServerProtocol):
         self.factory.connectionClosed(self)
 
 
+class ReactorTimer:
+    """
+    Autobahn's timer interface (C{call_later} returning something with
+    C{cancel}) on a given reactor.
+
+    Autobahn's own batched timer schedules on txaio's global loop whatever
+    reactor the factory is given; handshake timeouts and pings must follow
+    the injected one, so that tests can drive them with a clock.
+    """
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self._reactor = reactor
+
+    def call_later(self, delay: float, function: Callable[..., Any], *args: Any, **kwargs: Any) -> "_TimerCall":
+        return _TimerCall(self._reactor.callLater(delay, function, *args, **kwargs))
+
+
+class _TimerCall:
+    def __init__(self, call: IDelayedCall) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        # Autobahn may cancel a call that has already run.
+        if self._call.active():
+            self._call.cancel()
+
+
 class FeedServerFactory(WebSocketServerFactory):
     """
     Serves every feed, each at its own path.
@@ -75,6 +103,7 @@ class FeedServerFactory(WebSocketServerFactory):
         self.feeds: Mapping[str, Feed] = {normalizePath(feed.path): feed for feed in feeds}
 
         self._reactor = reactor
+        self._batched_timer = ReactorTimer(reactor)
         self._connections: Dict[FeedServerProtocol, List[Deferred]] = {}
 
     def feedAt(self, path: str) -> Optional[Feed]:

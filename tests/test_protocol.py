@@ -1,0 +1,473 @@
+"""
+Tests for L{bugzfeed.protocol}: the WebSocket server driven over an
+in-memory transport, from the opening handshake to the closing one, on a
+L{MemoryReactorClock}.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime
+from typing import Any
+
+import txaio
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from bugzfeed.feed import Feed
+from bugzfeed.model import BugUpdate
+from bugzfeed.protocol import makeFactory
+from tests.fakes import makeFeed
+from tests.wsframes import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    PONG,
+    TEXT,
+    InMemoryWebSocketClient,
+    acceptFor,
+)
+
+PING_INTERVAL = 30.0
+PING_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 5.0
+MAX_MESSAGE_SIZE = 1024
+
+def ok(command: str, **fields: Any) -> dict:
+    return {"command": command, "result": "ok", **fields}
+
+
+def updateMessage(bug: int, when: str) -> dict:
+    return {"command": "update", "bug": bug, "when": when}
+
+
+class FeedServerProtocolTests(SynchronousTestCase):
+    """
+    One or more clients of a factory serving the feeds C{/dev/} and
+    C{/prod/}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.clock.advance(calendar.timegm((2014, 4, 4, 0, 0, 0)))
+        # txaio keeps one loop for the whole process, the global reactor
+        # unless told otherwise.  Pin it to a throwaway clock, so that no
+        # test leaves calls on the global reactor, and check that closing
+        # every connection leaves nothing scheduled there either.
+        self.strayClock = Clock()
+        self.patch(txaio.config, "loop", self.strayClock)
+        self.feed = makeFeed(self.clock, path="/dev/")
+        self.otherFeed = makeFeed(self.clock, path="/prod/")
+        self.factory = makeFactory(
+            [self.feed, self.otherFeed],
+            reactor=self.clock,
+            pingInterval=PING_INTERVAL,
+            pingTimeout=PING_TIMEOUT,
+            handshakeTimeout=HANDSHAKE_TIMEOUT,
+            maxMessageSize=MAX_MESSAGE_SIZE,
+        )
+        # Cleanups run last-registered first: this one runs after every
+        # connection has been closed by the cleanups connect() adds.
+        self.addCleanup(self.assertNothingScheduled)
+
+    def assertNothingScheduled(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.strayClock.getDelayedCalls(), [])
+
+    def connect(self) -> InMemoryWebSocketClient:
+        """
+        @return: A client connected over TCP, before the opening handshake;
+            its connection is lost at the end of the test if still open.
+        """
+        client = InMemoryWebSocketClient(self.factory)
+        self.addCleanup(client.connectionLost)
+        return client
+
+    def openClient(self, path: str = "/dev/") -> InMemoryWebSocketClient:
+        """
+        @return: A client that completed the opening handshake at C{path}.
+        """
+        client = self.connect()
+        response = client.open(path)
+        self.assertEqual(response.status, 101)
+        return client
+
+    def closeClient(self, client: InMemoryWebSocketClient) -> None:
+        """
+        Run the closing handshake from the client's side, discarding
+        whatever the server sent before.
+        """
+        client.receive()
+        client.sendClose(1000)
+        self.assertEqual([frame.opcode for frame in client.receive()], [CLOSE])
+        self.assertTrue(client.disconnected)
+
+    def assertRegistryEmpty(self, feed: Feed) -> None:
+        self.assertEqual((feed.registry.subscriberCount, feed.registry.bugCount), (0, 0))
+
+    def test_handshakeAccepted(self) -> None:
+        """
+        The opening handshake at a feed's path gets a 101 with the accept
+        value RFC 6455 derives from the client's key.
+        """
+        client = self.connect()
+        response = client.open("/dev/", key="dGhlIHNhbXBsZSBub25jZQ==")
+        self.assertEqual(response.status, 101)
+        self.assertEqual(response.headers["upgrade"].lower(), "websocket")
+        self.assertEqual(response.headers["sec-websocket-accept"], acceptFor("dGhlIHNhbXBsZSBub25jZQ=="))
+        # The example of RFC 6455, section 1.3.
+        self.assertEqual(acceptFor("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        self.assertFalse(client.disconnected)
+
+    def test_subscribeRepliesWithSortedBugs(self) -> None:
+        """
+        A C{subscribe} over the wire is answered with an C{ok} text frame
+        listing every bug the connection holds, sorted.
+        """
+        client = self.openClient()
+        # Chosen so that neither arrival order nor a set's iteration order
+        # is sorted.
+        client.sendJSON({"command": "subscribe", "bugs": [17, 3]})
+        self.assertEqual(client.receiveJSON(), [ok("subscribe", bugs=[3, 17])])
+        client.sendJSON({"command": "subscribe", "bugs": [10]})
+        self.assertEqual(client.receiveJSON(), [ok("subscribe", bugs=[3, 10, 17])])
+
+    def test_updateReachesSubscribersOnly(self) -> None:
+        """
+        An update published to the feed's registry is pushed to the
+        connection holding its bug and to no other.
+        """
+        subscribed, other = self.openClient(), self.openClient()
+        subscribed.sendJSON({"command": "subscribe", "bugs": [1]})
+        other.sendJSON({"command": "subscribe", "bugs": [2]})
+        subscribed.receive()
+        other.receive()
+
+        self.feed.registry.publish(BugUpdate(1, datetime(2014, 4, 3, 21, 13, 45), seq=7))
+
+        self.assertEqual(
+            subscribed.receiveJSON(),
+            [{"command": "update", "bug": 1, "when": "2014-04-03T21:13:45", "seq": 7}],
+        )
+        self.assertEqual(other.receive(), [])
+
+    def test_unsubscribedConnectionGetsNoUpdate(self) -> None:
+        """
+        After C{unsubscribe}, updates of that bug no longer reach the
+        connection.
+        """
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1, 2]})
+        client.sendJSON({"command": "unsubscribe", "bugs": [1]})
+        self.assertEqual(
+            client.receiveJSON(), [ok("subscribe", bugs=[1, 2]), ok("unsubscribe", bugs=[2])]
+        )
+        self.feed.registry.publish(BugUpdate(1, datetime(2014, 4, 3, 21, 13, 45)))
+        self.assertEqual(client.receive(), [])
+
+    def test_feedsAreSeparate(self) -> None:
+        """
+        A connection is bound to the feed at its path: updates of another
+        feed do not reach it.
+        """
+        dev, prod = self.openClient("/dev/"), self.openClient("/prod/")
+        dev.sendJSON({"command": "subscribe", "bugs": [1]})
+        prod.sendJSON({"command": "subscribe", "bugs": [1]})
+        dev.receive()
+        prod.receive()
+        self.otherFeed.registry.publish(BugUpdate(1, datetime(2014, 4, 3, 21, 13, 45)))
+        self.assertEqual(dev.receive(), [])
+        self.assertEqual(len(prod.receive()), 1)
+
+    def test_unknownPathRefused(self) -> None:
+        """
+        The opening handshake at a path no feed is served at gets a 404 and
+        the connection is closed; no feed registers anything.
+        """
+        client = self.connect()
+        response = client.open("/staging/")
+        self.assertEqual(response.status, 404)
+        self.assertTrue(client.disconnected)
+        self.assertRegistryEmpty(self.feed)
+        self.assertRegistryEmpty(self.otherFeed)
+
+    def test_pathWithAndWithoutTrailingSlash(self) -> None:
+        """
+        C{/dev} and C{/dev/} reach the same feed.
+        """
+        withSlash, withoutSlash = self.openClient("/dev/"), self.openClient("/dev")
+        for client in (withSlash, withoutSlash):
+            client.sendJSON({"command": "subscribe", "bugs": [5]})
+            client.receive()
+        self.assertEqual(self.feed.registry.subscriberCount, 2)
+        self.feed.registry.publish(BugUpdate(5, datetime(2014, 4, 3, 21, 13, 45)))
+        self.assertEqual(
+            [client.receiveJSON() for client in (withSlash, withoutSlash)],
+            [[updateMessage(5, "2014-04-03T21:13:45")]] * 2,
+        )
+
+    def assertBadInputAnswered(self, send: Any, error: str) -> None:
+        """
+        What C{send} sends gets an error reply with C{"command": null}, and
+        the connection stays open: a valid command still works after it.
+        """
+        client = self.openClient()
+        send(client)
+        self.assertEqual(
+            client.receiveJSON(), [{"command": None, "result": "error", "error": error}]
+        )
+        self.assertFalse(client.disconnected)
+        client.sendJSON({"command": "subscribe", "bugs": [1]})
+        self.assertEqual(client.receiveJSON(), [ok("subscribe", bugs=[1])])
+
+    def test_nonJSONText(self) -> None:
+        """
+        Text that is not JSON gets an error reply; the connection stays
+        usable.
+        """
+        self.assertBadInputAnswered(
+            lambda client: client.sendText("subscribe 1"), "invalid message; must be JSON"
+        )
+
+    def test_binaryFrame(self) -> None:
+        """
+        A binary frame, even one holding a valid command, gets an error
+        reply; the connection stays usable.
+        """
+        self.assertBadInputAnswered(
+            lambda client: client.sendFrame(BINARY, b'{"command":"version"}'),
+            "invalid message; binary frames are not supported",
+        )
+
+    def test_jsonArray(self) -> None:
+        """
+        A JSON value other than an object gets an error reply; the
+        connection stays usable.
+        """
+        self.assertBadInputAnswered(
+            lambda client: client.sendJSON([{"command": "subscribe", "bugs": [1]}]),
+            "invalid message; must be a JSON object",
+        )
+
+    def test_missingCommand(self) -> None:
+        """
+        An object without C{command} gets an error reply; the connection
+        stays usable.
+        """
+        self.assertBadInputAnswered(
+            lambda client: client.sendJSON({"bugs": [1]}), "missing mandatory arg: 'command'"
+        )
+
+    def test_fragmentedMessageAnswered(self) -> None:
+        """
+        A message split over several frames is answered once, as a whole.
+        """
+        client = self.openClient()
+        client.sendFrame(TEXT, b'{"command":"subscribe",', fin=False)
+        self.assertEqual(client.receive(), [])
+        client.sendFrame(CONTINUATION, b'"bugs":[2,1]}')
+        self.assertEqual(client.receiveJSON(), [ok("subscribe", bugs=[1, 2])])
+
+    def assertClosedForSize(self, client: InMemoryWebSocketClient) -> None:
+        """
+        The server sent a close frame with code 1009 (message too big) and
+        waits for the client's close reply instead of dropping TCP; the
+        reply ends the connection.
+        """
+        [frame] = client.receive()
+        self.assertEqual((frame.opcode, frame.closeCode), (CLOSE, 1009))
+        self.assertFalse(client.transport.disconnecting)
+        client.sendClose(1009)
+        self.assertTrue(client.disconnected)
+        self.assertEqual(client.receive(), [])
+
+    def test_oversizedMessageClosedWith1009(self) -> None:
+        """
+        A message larger than C{maxMessageSize} is answered with a close
+        frame carrying 1009, not a silent TCP drop; the connection's
+        subscriptions go with it.
+        """
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1]})
+        client.receive()
+        client.sendJSON({"command": "subscribe", "bugs": [1] * MAX_MESSAGE_SIZE})
+        self.assertClosedForSize(client)
+        self.assertRegistryEmpty(self.feed)
+
+    def test_messageAtSizeLimitAnswered(self) -> None:
+        """
+        A message of exactly C{maxMessageSize} octets is still answered.
+        """
+        client = self.openClient()
+        prefix = b'{"command":"version","padding":"'
+        payload = prefix + b"x" * (MAX_MESSAGE_SIZE - len(prefix) - 2) + b'"}'
+        self.assertEqual(len(payload), MAX_MESSAGE_SIZE)
+        client.sendFrame(TEXT, payload)
+        [reply] = client.receiveJSON()
+        self.assertEqual(reply["result"], "ok")
+
+    def test_oversizedFragmentedMessageClosedWith1009(self) -> None:
+        """
+        A message whose frames are each within the limit but which adds up
+        to more than C{maxMessageSize} is closed with 1009 too.
+        """
+        client = self.openClient()
+        half = b" " * (MAX_MESSAGE_SIZE // 2 + 1)
+        client.sendFrame(TEXT, half, fin=False)
+        client.sendFrame(CONTINUATION, half)
+        self.assertClosedForSize(client)
+
+    def test_closeHandshakeForgetsConnection(self) -> None:
+        """
+        After the client's close frame, the server answers with its own and
+        every registry entry of that connection is gone; another
+        connection's are kept.
+        """
+        leaving, staying = self.openClient(), self.openClient()
+        leaving.sendJSON({"command": "subscribe", "bugs": [1, 2]})
+        staying.sendJSON({"command": "subscribe", "bugs": [2, 3]})
+        self.closeClient(leaving)
+        self.assertEqual(
+            (self.feed.registry.subscriberCount, self.feed.registry.bugCount), (1, 2)
+        )
+        self.assertEqual(self.feed.registry.subscribers(1), set())
+        self.assertEqual(self.feed.registry.subscribers(2), {staying.protocol})
+        self.assertEqual(self.feed.registry.subscriptions(leaving.protocol), [])
+
+    def test_connectionLostForgetsConnection(self) -> None:
+        """
+        A connection lost without any closing handshake leaves no registry
+        entry behind.
+        """
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1, 2]})
+        client.receive()
+        client.connectionLost()
+        self.assertRegistryEmpty(self.feed)
+        self.feed.registry.publish(BugUpdate(1, datetime(2014, 4, 3, 21, 13, 45)))
+        self.assertEqual(client.transport.value(), b"")
+
+    def test_closingNeverSubscribedConnection(self) -> None:
+        """
+        Closing a connection that never subscribed, by handshake or by a
+        lost connection, is fine and leaves other connections' entries
+        alone.
+        """
+        staying = self.openClient()
+        staying.sendJSON({"command": "subscribe", "bugs": [1]})
+        self.closeClient(self.openClient())
+        self.openClient().connectionLost()
+        self.assertEqual(self.feed.registry.subscriptions(staying.protocol), [1])
+        self.assertEqual(self.feed.registry.bugCount, 1)
+
+    def test_closingBeforeHandshake(self) -> None:
+        """
+        A connection lost before, or while refusing, the opening handshake
+        is fine: it never reached a feed.
+        """
+        self.connect().connectionLost()
+        self.connect().open("/nowhere/")
+        self.assertRegistryEmpty(self.feed)
+
+    def test_sinceRepliesThenRememberedUpdatesOldestFirst(self) -> None:
+        """
+        A C{subscribe} with C{since} gets its reply first, then the
+        remembered updates of its bugs changed at or after C{since}, oldest
+        first whatever order they arrived in.
+        """
+        for bug, when, seq in [
+            (1, datetime(2014, 4, 3, 21, 10), 1),
+            (2, datetime(2014, 4, 3, 21, 5), 2),
+            (1, datetime(2014, 4, 3, 21, 0), 3),
+            (3, datetime(2014, 4, 3, 21, 1), 4),
+            (2, datetime(2014, 4, 3, 20, 59), 5),
+        ]:
+            self.feed.receive(BugUpdate(bug, when, seq))
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [2, 1], "since": "2014-04-03T21:00:00"})
+        self.assertEqual(
+            client.receiveJSON(),
+            [
+                ok("subscribe", bugs=[1, 2]),
+                {"command": "update", "bug": 1, "when": "2014-04-03T21:00:00", "seq": 3},
+                {"command": "update", "bug": 2, "when": "2014-04-03T21:05:00", "seq": 2},
+                {"command": "update", "bug": 1, "when": "2014-04-03T21:10:00", "seq": 1},
+            ],
+        )
+
+    def test_handshakeTimeout(self) -> None:
+        """
+        A client that never completes the opening handshake is dropped
+        once C{handshakeTimeout} has passed, not before.
+        """
+        client = self.connect()
+        client.send(b"GET /dev/ HTTP/1.1\r\nHost: localhost\r\n")
+        self.clock.advance(HANDSHAKE_TIMEOUT - 0.5)
+        client.deliverDisconnect()
+        self.assertFalse(client.disconnected)
+        self.clock.advance(0.5)
+        client.deliverDisconnect()
+        self.assertTrue(client.disconnected)
+        self.assertTrue(client.transport.disconnected, "expected an abort")
+        self.assertEqual(client.transport.value(), b"")
+
+
+    def test_completedHandshakeNotTimedOut(self) -> None:
+        """
+        Completing the opening handshake cancels its timeout.
+        """
+        client = self.openClient()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1, "expected only the keep-alive ping")
+        self.clock.advance(HANDSHAKE_TIMEOUT)
+        self.assertFalse(client.transport.disconnecting)
+
+
+    def receivePing(self, client: InMemoryWebSocketClient) -> bytes:
+        """
+        Let C{pingInterval} pass and return the payload of the ping the
+        server then sends.
+        """
+        self.clock.advance(PING_INTERVAL - 0.5)
+        self.assertEqual(client.receive(), [])
+        self.clock.advance(0.5)
+        frames = client.receive()
+        self.assertEqual([frame.opcode for frame in frames], [PING])
+        return frames[0].payload
+
+    def test_pingWithoutPongCloses(self) -> None:
+        """
+        C{pingInterval} after the handshake the server pings; without a pong
+        within C{pingTimeout} the connection is dropped and forgotten.
+        """
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1]})
+        client.receive()
+        self.receivePing(client)
+        self.clock.advance(PING_TIMEOUT - 0.5)
+        client.deliverDisconnect()
+        self.assertFalse(client.disconnected)
+        self.clock.advance(0.5)
+        client.deliverDisconnect()
+        self.assertTrue(client.disconnected)
+        self.assertRegistryEmpty(self.feed)
+
+
+    def test_pongKeepsConnection(self) -> None:
+        """
+        A client that answers each ping with its pong stays connected, and
+        is pinged again every C{pingInterval}.
+        """
+        client = self.openClient()
+        payload = self.receivePing(client)
+        client.sendFrame(PONG, payload)
+        self.clock.advance(PING_TIMEOUT)
+        client.deliverDisconnect()
+        self.assertFalse(client.disconnected)
+        # The next ping is due pingInterval after the pong.
+        self.clock.advance(PING_INTERVAL - PING_TIMEOUT)
+        frames = client.receive()
+        self.assertEqual([frame.opcode for frame in frames], [PING])
+        self.assertNotEqual(frames[0].payload, payload)
+
