@@ -116,6 +116,8 @@ class PushNotifyShim:
         self._flushing = False
         self._idleWaiters: List[Deferred] = []
         self._unroutable = False
+        self._readFailing = False
+        self._stopping = False
         self.published = 0
         self.deleted = 0
 
@@ -183,6 +185,8 @@ class PushNotifyShim:
         running, run another pass after it, since rows may have come in
         behind its read position.
         """
+        if self._stopping:
+            return
         if self._draining is not None:
             self._drainAgain = True
             return
@@ -203,9 +207,16 @@ class PushNotifyShim:
                 self._drainAgain = False
                 yield self._drainPass()
         except Exception:
-            self._log.failure(
-                "Reading {table} failed; retrying at the next wake-up", table=self._table.table
-            )
+            # Once per outage: while the database is down every poll fails.
+            if not self._readFailing:
+                self._log.failure(
+                    "Reading {table} failed; retrying at each wake-up", table=self._table.table
+                )
+            self._readFailing = True
+        else:
+            if self._readFailing:
+                self._log.info("Reading {table} works again", table=self._table.table)
+            self._readFailing = False
 
     @inlineCallbacks
     def _drainPass(self) -> Any:
@@ -221,10 +232,15 @@ class PushNotifyShim:
                 if not (self._tracker.isPending(row) or row.key in self._deleting)
             ]
             for row in fresh:
-                while len(self._tracker) >= self.maxInFlight and self._channel is channel:
+                while (
+                    len(self._tracker) >= self.maxInFlight
+                    and self._channel is channel
+                    and not self._stopping
+                ):
                     yield self._slotFreed()
-                if self._channel is not channel:
-                    # The channel changed under us; its replacement drains anew.
+                if self._channel is not channel or self._stopping:
+                    # The channel changed under us (its replacement drains
+                    # anew), or we are stopping: what is left stays queued.
                     return
                 self._publish(channel, row)
             if len(rows) < self.batchSize:
@@ -274,6 +290,17 @@ class PushNotifyShim:
         finally:
             self._flushing = False
             self._checkIdle()
+
+    def stop(self) -> Deferred:
+        """
+        Publish nothing more; wait for what is in flight to be confirmed and
+        deleted.
+
+        @return: A L{Deferred} that fires once idle.
+        """
+        self._stopping = True
+        self._wakeSlotWaiters()
+        return self.whenIdle()
 
     # Waiting
 
@@ -434,7 +461,7 @@ class DatabaseService(Service):
         self._connection.detector.removeRecoveryHandler(self._connectionUp)
         # In-flight confirms settle, unless the broker is gone: then the rows
         # simply stay in the table.
-        d = self._shim.whenIdle().addTimeout(self.stopTimeout, self._clock)
+        d = self._shim.stop().addTimeout(self.stopTimeout, self._clock)
         d.addErrback(lambda _: self._log.warn("Stopping before every confirm settled"))
 
         def close(_: Any) -> None:

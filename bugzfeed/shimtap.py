@@ -10,7 +10,8 @@ from typing import Any, List
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attr
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 from txpostgres.reconnection import DeadConnectionDetector
@@ -94,8 +95,8 @@ class Options(EnvironmentOptions):
 class ShimService(MultiService):
     """
     The shim's service tree: the broker connection, then the database
-    connection (so that stopping lets confirms settle before the broker
-    connection goes).
+    connection; stopping runs in that reverse order, one after the other, so
+    that confirms settle before the broker connection goes.
 
     @ivar shim: The shim's logic.
     @ivar database: The database side.
@@ -140,6 +141,17 @@ class ShimService(MultiService):
             exchange=self._config.exchange,
         )
         super().startService()
+
+
+    def stopService(self) -> Deferred:
+        """
+        Stop the database side first, letting in-flight confirms settle, and
+        only then close the broker connection.
+        """
+        Service.stopService(self)
+        d = self.database.stopService()
+        d.addCallback(lambda _: self.getServiceNamed("amqp").stopService())
+        return d
 
 
 def makeService(options: Options) -> ShimService:

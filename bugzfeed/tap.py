@@ -88,8 +88,7 @@ class Options(EnvironmentOptions):
 
     def opt_feed(self, value: str) -> None:
         """
-        Serve the exchange EXCHANGE at WebSocket path PATH (PATH=EXCHANGE; repeatable; giving
-        any replaces the defaults / and /dev/).
+        PATH=EXCHANGE: serve EXCHANGE at WebSocket path PATH (repeatable; replaces / and /dev/).
         """
         self["feed"].append(parseFeed(value))
 

@@ -217,6 +217,20 @@ class PushNotifyShimTests(SynchronousTestCase):
         self.shim.drain()
         self.assertEqual(len(self.channel.published), 1)
 
+    def test_repeatedFetchFailuresLoggedOnce(self) -> None:
+        """
+        While the database stays down, only the first failed read is logged.
+        """
+        self.shim.publisherReady(self.channel)
+        for _ in range(3):
+            self.table.failNextFetch = RuntimeError("connection lost")
+            self.shim.drain()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.shim.drain()
+        self.table.failNextFetch = RuntimeError("connection lost again")
+        self.shim.drain()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_deleteFailureKeepsRowsForRepublishing(self) -> None:
         """
         If deleting confirmed rows fails they stay, and go out again: more
@@ -251,3 +265,20 @@ class PushNotifyShimTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.shim.confirmed(1, False, True)
         self.successResultOf(d)
+
+    def test_stopPublishesNothingMoreAndWaitsForConfirms(self) -> None:
+        """
+        Stopping publishes no further row, even one waiting for the window,
+        and fires once what is in flight is confirmed and deleted.
+        """
+        for rowId in range(1, 6):
+            self.table.insert(rowId, rowId, T1)
+        self.shim.publisherReady(self.channel)
+        self.assertEqual(len(self.channel.published), 3)
+        d = self.shim.stop()
+        self.shim.drain()
+        self.assertNoResult(d)
+        self.shim.confirmed(3, True, True)
+        self.successResultOf(d)
+        self.assertEqual(len(self.channel.published), 3)
+        self.assertEqual(sorted(self.table.rows), [4, 5])
