@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txamqp.message import Message
@@ -106,8 +106,6 @@ class FeedConsumer:
             consumed.
         """
         if self.consuming:
-            from twisted.internet.defer import succeed
-
             return succeed(None)
         d: Deferred = Deferred()
         self._consuming.append(d)
@@ -121,16 +119,23 @@ class FeedConsumer:
         byTag: Dict[str, StreamCursor] = {}
 
         def deliver(channel: AMQChannel, message: Message) -> None:
-            cursor = byTag[message.consumer_tag]
+            cursor = byTag.get(message.consumer_tag)
             headers = message.content.properties.get("headers") or {}
             offset = headers.get("x-stream-offset")
             body = message.content.body
             if isinstance(body, str):  # txAMQP leaves an empty body as ""
                 body = body.encode("utf-8")
-            if isinstance(offset, int):
-                cursor.handle(body, offset)
+            if cursor is None or not isinstance(offset, int):
+                self._log.warn(
+                    "Delivery for {tag} without a stream offset skipped", tag=message.consumer_tag
+                )
             else:
-                self._log.warn("Delivery without a stream offset skipped")
+                try:
+                    cursor.handle(body, offset)
+                except Exception:
+                    # Raising here would close the connection; one bad
+                    # update must not stop the feed.
+                    self._log.failure("Handling offset {offset} failed", offset=offset)
             channel.basic_ack(delivery_tag=message.delivery_tag)
 
         client.setHandlers(onDeliver=deliver)

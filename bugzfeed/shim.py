@@ -12,7 +12,7 @@ flight.
 from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, List, Optional, Set, Tuple
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service

@@ -12,6 +12,7 @@ import attr
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
 from twisted.python import usage
 
 from bugzfeed.amqp import amqpEndpoint
@@ -21,6 +22,8 @@ from bugzfeed.feed import Feed
 from bugzfeed.history import UpdateHistory
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizePath
 from bugzfeed.subscriptions import SubscriptionRegistry
+
+_log = Logger()
 
 #: Seconds clients get to close after being told the server is going.
 CLOSE_TIMEOUT = 5.0
@@ -156,9 +159,7 @@ class BugzfeedServer(MultiService):
         self._config = config
 
     def startService(self) -> None:
-        from twisted.logger import Logger
-
-        Logger().info(
+        _log.info(
             "bugzfeed on {listen}, broker {amqp}, feeds {feeds}",
             listen=self._config.listen,
             amqp=redactURL(self._config.amqp),

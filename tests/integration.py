@@ -26,8 +26,9 @@ from twisted.trial.unittest import SkipTest, TestCase
 from bugzfeed.amqp import BugzfeedAMQFactory, amqpEndpoint
 from bugzfeed.feed import streamName
 
-PG_HOST = os.environ.get("BUGZFEED_TEST_PGHOST", "127.0.0.1")
-PG_USER = os.environ.get("BUGZFEED_TEST_PGUSER", "postgres")
+# libpq's own variables; PGPASSWORD, if set, reaches libpq directly.
+PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
+PG_USER = os.environ.get("PGUSER", "postgres")
 TEST_DATABASE = "bugzfeed_test"
 AMQP_URL = os.environ.get("BUGZFEED_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 

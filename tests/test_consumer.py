@@ -8,8 +8,18 @@ from datetime import datetime, timezone
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from bugzfeed.consumer import StreamCursor
+from bugzfeed.amqp import BugzfeedAMQFactory
+from bugzfeed.consumer import FeedConsumer, StreamCursor
 from bugzfeed.model import BugUpdate, encodePulseEnvelope
+from tests.amqpwire import (
+    WireAMQPump,
+    bodyFrame,
+    headerFrame,
+    methodFrame,
+    sentArguments,
+    sentMethods,
+    table,
+)
 from tests.fakes import RecordingSubscriber, makeFeed
 
 CHANGED = datetime(2014, 4, 3, 21, 13, 45, tzinfo=timezone.utc)
@@ -62,3 +72,105 @@ class StreamCursorTests(SynchronousTestCase):
         """
         self.cursor.handle(b"garbage", 9)
         self.assertEqual((len(self.feed.history), self.cursor.startOffset()), (0, 10))
+
+
+class FeedConsumerTests(SynchronousTestCase):
+    """
+    L{FeedConsumer.prepareConnection} against an in-memory broker.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(CHANGED.timestamp())
+        self.feeds = [makeFeed(self.clock, "/"), makeFeed(self.clock, "/dev/")]
+        self.feeds[1].exchange = "exchange/test/dev"
+        self.consumer = FeedConsumer(self.feeds, historyWindow=3600)
+        self.client = BugzfeedAMQFactory(self.clock).buildProtocol(None)
+        self.pump = WireAMQPump()
+        self.pump.connect(self.client)
+        self.addCleanup(self.pump.loseConnection)
+
+    def brokerAgrees(self) -> None:
+        """
+        Answer each feed's declarations and consume, as RabbitMQ does.
+        """
+        for number, feed in enumerate(self.feeds, start=1):
+            broker = self.pump.channel(number)
+            broker.channel_open_ok()
+            broker.basic_qos_ok()
+            broker.exchange_declare_ok()
+            broker.queue_declare_ok(queue=feed.stream, message_count=0, consumer_count=0)
+            broker.queue_bind_ok()
+            broker.basic_consume_ok(consumer_tag=f"bugzfeed-{number}")
+
+    def deliver(self, channel: int, offset: int, body: bytes, deliveryTag: int) -> None:
+        headers = table(("x-stream-offset", b"l", offset.to_bytes(8, "big", signed=True)))
+        self.pump.receive(
+            methodFrame(
+                self.client, channel, "basic", "deliver",
+                consumer_tag=f"bugzfeed-{channel}", delivery_tag=deliveryTag, exchange="e", routing_key="1",
+            )
+            + headerFrame(channel, len(body), headers)
+            + bodyFrame(channel, body)
+        )
+
+    def test_declaresStreamBoundToExchangeAndConsumesFromHistory(self) -> None:
+        """
+        Each feed gets its own channel: a durable topic exchange, a durable
+        stream named after it bound with C{#}, a prefetch, and a consume
+        from the history window with manual acks.
+        """
+        d = self.consumer.prepareConnection(self.client)
+        self.brokerAgrees()
+        self.successResultOf(d)
+        self.assertTrue(self.consumer.consuming)
+        self.assertEqual(
+            sentMethods(self.pump, 2),
+            ["channel.open", "basic.qos", "exchange.declare", "queue.declare", "queue.bind", "basic.consume"],
+        )
+        exchange = sentArguments(self.pump, 2, "exchange.declare")
+        self.assertEqual((exchange["exchange"], exchange["type"], exchange["durable"]), ("exchange/test/dev", "topic", True))
+        declare = sentArguments(self.pump, 2, "queue.declare")
+        self.assertEqual((declare["queue"], declare["durable"]), ("bugzfeed.exchange/test/dev", True))
+        self.assertEqual(declare["arguments"]["x-queue-type"], "stream")
+        bind = sentArguments(self.pump, 2, "queue.bind")
+        self.assertEqual((bind["queue"], bind["exchange"], bind["routing_key"]), (declare["queue"], "exchange/test/dev", "#"))
+        self.assertGreater(sentArguments(self.pump, 2, "basic.qos")["prefetch_count"], 0)
+        consume = sentArguments(self.pump, 2, "basic.consume")
+        self.assertEqual((consume["no_ack"], consume["arguments"]), (False, {"x-stream-offset": "3600s"}))
+
+    def test_deliveryReachesItsFeedAndIsAcked(self) -> None:
+        """
+        A stream delivery becomes an update of the feed it was consumed for
+        (only), and is acked once handed over; a reconnect resumes after it.
+        """
+        self.consumer.prepareConnection(self.client)
+        self.brokerAgrees()
+        subscriber, other = RecordingSubscriber(), RecordingSubscriber()
+        self.feeds[1].registry.subscribe(subscriber, [7])
+        self.feeds[0].registry.subscribe(other, [7])
+        self.deliver(2, 2**40, envelope(7), deliveryTag=3)
+        self.assertEqual([m["seq"] for m in subscriber.messages], [2**40])
+        self.assertEqual(other.payloads, [])
+        self.assertEqual(sentArguments(self.pump, 2, "basic.ack")["delivery_tag"], 3)
+        self.assertEqual(self.consumer.cursors[1].startOffset(), 2**40 + 1)
+
+    def test_badDeliveryIsAckedAndSkipped(self) -> None:
+        """
+        A delivery that is no bug envelope is acked and skipped; the
+        connection stays up.
+        """
+        self.consumer.prepareConnection(self.client)
+        self.brokerAgrees()
+        self.deliver(1, 8, b"\xff not json", deliveryTag=1)
+        self.assertEqual(sentArguments(self.pump, 1, "basic.ack")["delivery_tag"], 1)
+        self.assertTrue(self.pump.connected)
+
+    def test_disconnectStopsConsuming(self) -> None:
+        """
+        Losing the connection is noticed, so that readiness is honest.
+        """
+        self.consumer.prepareConnection(self.client)
+        self.brokerAgrees()
+        self.pump.loseConnection()
+        self.assertFalse(self.consumer.consuming)

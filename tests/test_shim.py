@@ -2,13 +2,12 @@
 Tests for L{bugzfeed.shim}'s logic, over an in-memory table and channel.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from txamqp.content import Content
-from txamqp.message import Message
 
 from bugzfeed.shim import PushNotifyShim
 from tests.fakes import FakeChannel, FakePushNotifyTable
