@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional
 
@@ -24,6 +25,10 @@ NOT_JSON = "invalid message; must be JSON"
 NOT_AN_OBJECT = "invalid message; must be a JSON object"
 BINARY = "invalid message; binary frames are not supported"
 MISSING_COMMAND = "missing mandatory arg: 'command'"
+
+
+#: A bug id as a string: ASCII digits, short enough that int() is cheap.
+_NUMERIC = re.compile(r"^\s*[0-9]{1,20}\s*$")
 
 
 class BadRequest(Exception):
@@ -73,8 +78,8 @@ def _parseBugId(value: Any) -> int:
         bug = value
     elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
         bug = int(value)
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        bug = int(value.strip())
+    elif isinstance(value, str) and _NUMERIC.match(value):
+        bug = int(value)
     else:
         raise BadRequest(INVALID_BUG_ID)
     if not 0 < bug <= MAX_BUG_ID:
@@ -96,7 +101,8 @@ def parseSince(request: Dict[str, Any]) -> Optional[datetime]:
         raise BadRequest(INVALID_SINCE)
     try:
         return toUTC(datetime.fromisoformat(since.strip()))
-    except ValueError:
+    except (ValueError, OverflowError):
+        # OverflowError: a zone that moves year 1 or 9999 out of range.
         raise BadRequest(INVALID_SINCE) from None
 
 

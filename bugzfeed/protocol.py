@@ -52,11 +52,32 @@ class FeedServerProtocol(WebSocketServerProtocol):
             self._log.failure("Answering {peer} failed", peer=self.peer)
             frames = [errorReply(None, "internal error")]
         for frame in frames:
-            self.sendMessage(frame)
+            self._send(frame)
 
     def sendUpdate(self, payload: bytes) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
+        self._send(payload)
+
+    def _send(self, payload: bytes) -> None:
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        # Autobahn holds outgoing messages to the incoming size limit too;
+        # that limit is for what clients send, not for our replies (a
+        # subscribe reply lists every bug held).
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
             self.sendMessage(payload)
+        finally:
+            self.maxMessagePayloadSize = limit
+
+    def goAway(self) -> None:
+        """
+        Tell the client the server is going (close code 1001, which
+        Autobahn's C{sendClose} refuses to send).
+        """
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down", isReply=False)
+        else:
+            self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         if self.feed is not None:
@@ -142,7 +163,7 @@ class FeedServerFactory(WebSocketServerFactory):
             d: Deferred = Deferred()
             waiters.append(d)
             waiting.append(d)
-            protocol.sendClose(code=1001, reason="server shutting down")
+            protocol.goAway()
         if not waiting:
             return succeed(None)
         drop = self._reactor.callLater(timeout, self._dropAll)
@@ -177,5 +198,8 @@ def makeFactory(
         # Tell an offender why (close 1009 and friends) instead of dropping
         # the TCP connection silently.
         failByDrop=False,
+        # Only a pong proves the client reads: a client that sends but never
+        # reads must still time out.
+        autoPingRestartOnAnyTraffic=False,
     )
     return factory

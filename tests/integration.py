@@ -241,6 +241,15 @@ class Client:
         """The messages received and not yet taken."""
         return list(self._factory.received.pending)
 
+    def whenClosed(self, timeout: float = 20.0) -> Deferred:
+        """
+        @return: A L{Deferred} firing with the close code once the server
+            has closed the connection.
+        """
+        d: Deferred = Deferred()
+        self._factory.closed.addBoth(lambda code: (d.callback(code), code)[1])
+        return d.addTimeout(timeout, reactor)
+
     def close(self) -> Deferred:
         if not self._factory.closed.called:
             self.protocol.sendClose()

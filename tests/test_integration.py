@@ -316,7 +316,7 @@ class TwistdTests(IntegrationTestCase):
         """
         C{twistd bugzfeed} and C{twistd bugzfeed-shim}, started as their own
         processes, carry a committed row to a subscribed client, and stop
-        cleanly on SIGTERM.
+        cleanly on SIGTERM, the server telling its clients it is going away.
         """
         exchange = self.exchange("simple")
         database = self.database()
@@ -339,9 +339,11 @@ class TwistdTests(IntegrationTestCase):
         update = yield client.next(timeout=30)
         self.assertEqual((update["bug"], update["when"]), (7001, iso(when(1))))
         yield waitFor(lambda: database.count() == 0, what="the row to be deleted")
-        yield client.close()
+        server.transport.signalProcess(signal.SIGTERM)
+        code = yield client.whenClosed()
+        self.assertEqual(code, 1001, "the server says it is going away")
+        shim.transport.signalProcess(signal.SIGTERM)
         for daemon in [server, shim]:
-            daemon.transport.signalProcess(signal.SIGTERM)
             reason = yield daemon.ended.addTimeout(20, reactor)
             # twistd exits by re-raising the signal that stopped it.
             self.assertIn(

@@ -56,7 +56,7 @@ class AnswerTests(SynchronousTestCase):
         A bug id that is not an integer gets the original error text, and
         nothing is subscribed.
         """
-        for bad in [None, True, "abc", 1.5, {"a": 1}, [[1]], "", "1.5", float("nan")]:
+        for bad in [None, True, "abc", 1.5, {"a": 1}, [[1]], "", "1.5", float("nan"), "1" + "0" * 5000, "\u0661", "+5"]:
             self.assertError(
                 {"command": "subscribe", "bugs": [5, bad]}, "subscribe", "invalid bug id; must be integer"
             )
@@ -166,7 +166,14 @@ class AnswerTests(SynchronousTestCase):
         """
         A C{since} that is not a date is an error, and subscribes nothing.
         """
-        for since in ["yesterday", 5, ["2014-04-03"], "2014-13-01T00:00:00"]:
+        for since in [
+            "yesterday",
+            5,
+            ["2014-04-03"],
+            "2014-13-01T00:00:00",
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:59:59-14:00",
+        ]:
             reply = self.send({"command": "subscribe", "bugs": [1], "since": since})
             self.assertEqual(reply[0]["result"], "error")
             self.assertIn("since", reply[0]["error"])

@@ -454,6 +454,64 @@ class FeedServerProtocolTests(SynchronousTestCase):
         self.assertRegistryEmpty(self.feed)
 
 
+    def test_trafficWithoutPongStillTimesOut(self) -> None:
+        """
+        A client that keeps sending commands but never answers a ping (it
+        does not read) is dropped all the same.
+        """
+        client = self.openClient()
+        self.receivePing(client)
+        for _ in range(4):
+            self.clock.advance(PING_TIMEOUT / 4 - 0.1)
+            client.sendJSON({"command": "version"})
+        self.clock.advance(0.5)
+        client.deliverDisconnect()
+        self.assertTrue(client.disconnected)
+
+    def test_replyLargerThanMessageLimitIsSent(self) -> None:
+        """
+        The message size limit is for what clients send: a reply listing
+        more bugs than fit in it still goes out, and the connection stays.
+        """
+        client = self.openClient()
+        bugs = list(range(1000000, 1000000 + MAX_MESSAGE_SIZE // 16))
+        client.sendJSON({"command": "subscribe", "bugs": bugs})
+        client.receive()
+        client.sendJSON({"command": "subscribe", "bugs": [b + 500000 for b in bugs]})
+        [frame] = client.receive()
+        self.assertGreater(len(frame.payload), MAX_MESSAGE_SIZE)
+        self.assertEqual(len(frame.json()["bugs"]), 2 * len(bugs))
+        self.assertFalse(client.disconnected)
+
+    def test_closeAllSays1001AndWaits(self) -> None:
+        """
+        Shutting down sends every client a close frame with code 1001 and
+        fires once they have all gone.
+        """
+        first, second = self.openClient(), self.openClient()
+        d = self.factory.closeAll(timeout=5)
+        self.assertEqual([frame.closeCode for frame in first.receive()], [1001])
+        self.assertNoResult(d)
+        first.sendClose(1001)
+        first.deliverDisconnect()
+        self.assertEqual([frame.closeCode for frame in second.receive()], [1001])
+        second.sendClose(1001)
+        second.deliverDisconnect()
+        self.successResultOf(d)
+        self.assertEqual(self.factory.connectionCount, 0)
+
+    def test_closeAllDropsClientsThatDoNotAnswer(self) -> None:
+        """
+        A client that does not answer the close is dropped after the
+        timeout.
+        """
+        client = self.openClient()
+        d = self.factory.closeAll(timeout=5)
+        self.clock.advance(5)
+        client.deliverDisconnect()
+        self.assertTrue(client.disconnected)
+        self.successResultOf(d)
+
     def test_pongKeepsConnection(self) -> None:
         """
         A client that answers each ping with its pong stays connected, and
