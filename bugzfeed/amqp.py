@@ -27,17 +27,24 @@ from io import BytesIO
 from typing import Any, Callable, Dict, Optional
 from urllib.parse import unquote, urlsplit
 
+import attr
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from txamqp.client import TwistedDelegate
 from txamqp.codec import Codec
 from txamqp.connection import Body, Frame, Header, Method
-from txamqp.endpoint import AMQEndpoint
 from txamqp.factory import AMQFactory
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel, AMQClient, GarbageException
 from txamqp.spec import Spec, load, pythonize
+from zope.interface import implementer
 
 from bugzfeed.config import redactURL
+
+_log = Logger()
 
 #: The AMQP 0-9-1 spec with RabbitMQ's extensions, structure only; made by
 #: C{tools/make_amqp_spec.py}.
@@ -264,11 +271,32 @@ class BugzfeedAMQClient(AMQClient):
             self.transport.loseConnection()
 
 
+#: What the client tells the broker about itself at connection start.
+CLIENT_PROPERTIES = {
+    "product": "bugzfeed",
+    "capabilities": {
+        "authentication_failure_close": True,
+        "consumer_cancel_notify": True,
+        "publisher_confirms": True,
+    },
+}
+
+
 class BugzfeedDelegate(TwistedDelegate):
     """
     Routes what the broker sends on its own initiative to the client's
     C{on*} callables.
     """
+
+    def connection_start(self, channel: AMQChannel, message: Message) -> None:
+        # Ask RabbitMQ to say why it refuses a login, and to tell us when it
+        # cancels a consumer; without these capabilities it does neither.
+        channel.connection_start_ok(
+            client_properties=CLIENT_PROPERTIES,
+            mechanism=self.client.mechanism,
+            response=self.client.response,
+            locale=self.client.locale,
+        )
 
     def basic_deliver(self, channel: AMQChannel, message: Message) -> Any:
         if self.client.onDeliver is None:
@@ -306,12 +334,12 @@ class BugzfeedAMQFactory(AMQFactory):
 
     protocol = BugzfeedAMQClient
 
-    def __init__(self, clock: Any, spec: str = SPEC_PATH) -> None:
+    def __init__(self, clock: Any, vhost: str = "/", heartbeat: int = 0, spec: str = SPEC_PATH) -> None:
         # AMQFactory.__init__ would parse the spec again; share one.
         self._spec = loadSpec(spec)
         self._clock = clock
-        self._vhost = "/"
-        self._heartbeat = 0
+        self._vhost = vhost
+        self._heartbeat = heartbeat
 
     def buildProtocol(self, addr: Any) -> BugzfeedAMQClient:
         return self.protocol(
@@ -323,27 +351,122 @@ class BugzfeedAMQFactory(AMQFactory):
         )
 
 
-def amqpEndpoint(reactor: Any, url: str, heartbeat: int) -> AMQEndpoint:
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class BrokerAddress:
     """
-    An endpoint for the broker at C{url}
-    (C{amqp://user:password@host:port/vhost}).
+    Where a broker is and how to log in: an C{amqp://} URL, read.
+    """
 
-    @param heartbeat: Seconds between heartbeats; 0 switches them off.
-    @raise ValueError: If C{url} is not an C{amqp://} URL.
+    host: str
+    port: int
+    username: str
+    password: str = attr.ib(repr=False)
+    vhost: str
+    url: str = attr.ib(repr=False)
+
+    @classmethod
+    def fromURL(cls, url: str) -> "BrokerAddress":
+        """
+        Read C{amqp://user:password@host:port/vhost}; user and password
+        default to C{guest}, the port to 5672, the virtual host to C{/}.
+
+        @raise ValueError: If C{url} is not such a URL.
+        """
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 5672
+        except ValueError as e:
+            raise ValueError(f"not an AMQP URL: {redactURL(url)} ({e})") from None
+        if parts.scheme != "amqp":
+            raise ValueError(f"not an amqp:// URL: {redactURL(url)}")
+        if not parts.hostname:
+            raise ValueError(f"no host in AMQP URL: {redactURL(url)}")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username or "guest"),
+            password=unquote(parts.password or "guest"),
+            vhost=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+            url=redactURL(url),
+        )
+
+
+def _describe(error: BaseException) -> str:
+    # txAMQP wraps the broker's connection.close in Closed(Message).
+    reason = error.args[0] if error.args else None
+    if isinstance(reason, Message):
+        return f"{reason.reply_code} {reason.reply_text}"
+    return str(reason if reason is not None else error) or type(error).__name__
+
+
+def brokerService(
+    reactor: Any,
+    url: str,
+    heartbeat: int,
+    prepare: Callable[[BugzfeedAMQClient], Any],
+    retryPolicy: Any = None,
+) -> ClientService:
     """
-    parts = urlsplit(url)
-    if parts.scheme != "amqp":
-        raise ValueError(f"not an amqp:// URL: {redactURL(url)}")
-    if not parts.hostname:
-        raise ValueError(f"no host in AMQP URL: {redactURL(url)}")
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    return AMQEndpoint(
-        reactor,
-        parts.hostname,
-        parts.port or 5672,
-        username=unquote(parts.username or "guest"),
-        password=unquote(parts.password or "guest"),
-        vhost=vhost,
-        heartbeat=heartbeat,
+    A service that keeps one connection to the broker at C{url}: it
+    connects, logs in, then runs C{prepare} (declare, consume...) on each new
+    connection, and reconnects with backoff whenever any of that fails or the
+    connection drops.
+
+    Logging in happens here rather than in the endpoint (as txAMQP's
+    C{AMQEndpoint} does), so that a refused login has its reason logged and
+    is retried like a dropped connection.
+    """
+    address = BrokerAddress.fromURL(url)
+
+    @inlineCallbacks
+    def prepareConnection(client: BugzfeedAMQClient) -> Any:
+        try:
+            yield client.authenticate(address.username, address.password)
+        except Exception as e:
+            _log.error(
+                "Broker {broker} refused the connection: {reason}",
+                broker=address.url,
+                reason=_describe(e),
+            )
+            client.transport.loseConnection()
+            return
+        try:
+            yield prepare(client)
+        except Exception:
+            _log.failure("Setting up the connection to {broker} failed", broker=address.url)
+            client.transport.loseConnection()
+        # Either way, succeed: ClientService (Twisted 26) has no transition
+        # for a connection lost after a failed preparation and logs an
+        # error; a connection that "succeeded" and then drops is simply
+        # retried after the backoff delay.
+
+    return ClientService(
+        _ReportingEndpoint(HostnameEndpoint(reactor, address.host, address.port, timeout=30), address.url),
+        BugzfeedAMQFactory(reactor, vhost=address.vhost, heartbeat=heartbeat),
+        retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=15.0),
+        clock=reactor,
+        prepareConnection=prepareConnection,
     )
 
+
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """
+    Logs why a connection attempt failed; L{ClientService} only says it
+    will retry.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, description: str) -> None:
+        self._endpoint = endpoint
+        self._description = description
+
+    def connect(self, factory: Any) -> Deferred:
+        def report(failure: Any) -> Any:
+            _log.warn(
+                "Cannot reach broker {broker}: {reason}",
+                broker=self._description,
+                reason=failure.getErrorMessage(),
+            )
+            return failure
+
+        return self._endpoint.connect(factory).addErrback(report)

@@ -53,9 +53,9 @@ class EnvironmentOptions(usage.Options):
             if value is not None:
                 self[name] = value
 
-    def integer(self, name: str, minimum: int = 0) -> int:
+    def integer(self, name: str, minimum: int = 0, maximum: Optional[int] = None) -> int:
         """
-        @return: Option C{name} as an integer of at least C{minimum}.
+        @return: Option C{name} as an integer from C{minimum} to C{maximum}.
         @raise usage.UsageError: If it is not.
         """
         try:
@@ -64,11 +64,13 @@ class EnvironmentOptions(usage.Options):
             raise usage.UsageError(f"--{name} must be an integer, not {self[name]!r}")
         if value < minimum:
             raise usage.UsageError(f"--{name} must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise usage.UsageError(f"--{name} must be at most {maximum}, not {value}")
         return value
 
-    def duration(self, name: str, minimum: float = 0.0) -> float:
+    def duration(self, name: str, minimum: float = 0.0, maximum: Optional[float] = None) -> float:
         """
-        @return: Option C{name} as seconds, at least C{minimum}.
+        @return: Option C{name} as seconds, from C{minimum} to C{maximum}.
         @raise usage.UsageError: If it is not a duration.
         """
         try:
@@ -77,7 +79,43 @@ class EnvironmentOptions(usage.Options):
             raise usage.UsageError(f"--{name}: {e}")
         if value < minimum:
             raise usage.UsageError(f"--{name} must be at least {minimum:g}s, not {self[name]}")
+        if maximum is not None and value > maximum:
+            raise usage.UsageError(f"--{name} must be at most {maximum:g}s, not {self[name]}")
         return value
+
+    def amqpURL(self, name: str = "amqp") -> str:
+        """
+        @return: Option C{name}, checked to be an C{amqp://} URL.
+        @raise usage.UsageError: If it is not one.
+        """
+        from bugzfeed.amqp import BrokerAddress
+
+        try:
+            BrokerAddress.fromURL(self[name])
+        except ValueError as e:
+            raise usage.UsageError(f"--{name}: {e}")
+        return str(self[name])
+
+
+#: AMQP's limit on a heartbeat interval (an unsigned short).
+MAX_HEARTBEAT = 65535
+
+#: AMQP's limit on exchange and queue names, in bytes.
+MAX_NAME_BYTES = 255
+
+
+def checkExchange(option: str, exchange: str, maxBytes: int = MAX_NAME_BYTES) -> str:
+    """
+    @return: C{exchange}, checked to be a name the broker accepts.
+    @raise usage.UsageError: If it is not.
+    """
+    if not exchange.strip():
+        raise usage.UsageError(f"--{option}: the exchange name must not be empty")
+    if exchange.startswith("amq."):
+        raise usage.UsageError(f"--{option}: exchange names starting with amq. belong to the broker")
+    if len(exchange.encode("utf-8")) > maxBytes:
+        raise usage.UsageError(f"--{option}: the exchange name must be at most {maxBytes} bytes")
+    return exchange
 
 
 def redactURL(url: str) -> str:

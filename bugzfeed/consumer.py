@@ -11,22 +11,23 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional, Union
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel
 
-from bugzfeed.amqp import BugzfeedAMQClient, BugzfeedAMQFactory
+from bugzfeed.amqp import BugzfeedAMQClient, brokerService
 from bugzfeed.feed import Feed
 from bugzfeed.model import MalformedEnvelope, decodePulseEnvelope
 
-#: Stream retention: RabbitMQ drops whole segments older than this or past
-#: this size.
+#: Seconds a stream keeps messages: RabbitMQ drops whole segments older
+#: than this, or past the size below.
+STREAM_RETENTION = 7 * 86400
+
 STREAM_ARGUMENTS: Dict[str, Any] = {
     "x-queue-type": "stream",
-    "x-max-age": "7D",
+    "x-max-age": f"{STREAM_RETENTION // 86400}D",
     "x-max-length-bytes": 2_000_000_000,
     "x-stream-max-segment-size-bytes": 100_000_000,
 }
@@ -174,16 +175,10 @@ class FeedConsumer:
 
 
 def consumerService(
-    endpoint: Any, consumer: FeedConsumer, clock: IReactorTime, retryPolicy: Any = None
+    reactor: Any, url: str, heartbeat: int, consumer: FeedConsumer, retryPolicy: Any = None
 ) -> ClientService:
     """
-    @return: A service that keeps C{consumer} connected through
-        C{endpoint}, reconnecting with backoff.
+    @return: A service that keeps C{consumer} connected to the broker at
+        C{url}, reconnecting with backoff.
     """
-    return ClientService(
-        endpoint,
-        BugzfeedAMQFactory(clock),
-        retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=15.0),
-        clock=clock,
-        prepareConnection=consumer.prepareConnection,
-    )
+    return brokerService(reactor, url, heartbeat, consumer.prepareConnection, retryPolicy)

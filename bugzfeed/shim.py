@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone, tzinfo
 from typing import Any, List, Optional, Set, Tuple
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -24,7 +24,7 @@ from txamqp.content import Content
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel
 
-from bugzfeed.amqp import BugzfeedAMQClient, BugzfeedAMQFactory
+from bugzfeed.amqp import BugzfeedAMQClient, brokerService
 from bugzfeed.confirms import ConfirmTracker, PendingRow
 from bugzfeed.consumer import declareExchange
 from bugzfeed.model import encodePulseEnvelope
@@ -363,18 +363,12 @@ class PublisherConnector:
 
 
 def publisherService(
-    endpoint: Any, shim: PushNotifyShim, clock: IReactorTime, retryPolicy: Any = None
+    reactor: Any, url: str, heartbeat: int, shim: PushNotifyShim, retryPolicy: Any = None
 ) -> ClientService:
     """
-    @return: A service keeping the shim connected to the broker.
+    @return: A service keeping the shim connected to the broker at C{url}.
     """
-    return ClientService(
-        endpoint,
-        BugzfeedAMQFactory(clock),
-        retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=15.0),
-        clock=clock,
-        prepareConnection=PublisherConnector(shim).prepareConnection,
-    )
+    return brokerService(reactor, url, heartbeat, PublisherConnector(shim).prepareConnection, retryPolicy)
 
 
 class DatabaseService(Service):

@@ -10,6 +10,8 @@ from typing import Any, List
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attr
+import psycopg2
+from psycopg2.extensions import parse_dsn
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -17,8 +19,7 @@ from twisted.python import usage
 from txpostgres.reconnection import DeadConnectionDetector
 from txpostgres.txpostgres import Connection
 
-from bugzfeed.amqp import amqpEndpoint
-from bugzfeed.config import EnvironmentOptions, redactDSN, redactURL
+from bugzfeed.config import MAX_HEARTBEAT, EnvironmentOptions, checkExchange, redactDSN, redactURL
 from bugzfeed.schema import DEFAULT_TABLE, quoteTable
 from bugzfeed.shim import DatabaseService, PushNotifyShim, PushNotifyTable, publisherService
 
@@ -73,16 +74,14 @@ class Options(EnvironmentOptions):
         except (ZoneInfoNotFoundError, ValueError):
             raise usage.UsageError(f"--db-timezone: unknown zone {self['db-timezone']!r}")
         try:
-            amqpEndpoint(None, self["amqp"], 0)
-        except ValueError as e:
-            raise usage.UsageError(f"--amqp: {e}")
-        if not self["exchange"].strip():
-            raise usage.UsageError("--exchange must not be empty")
+            parse_dsn(self["database"])
+        except psycopg2.Error as e:
+            raise usage.UsageError(f"--database: not a libpq DSN or URL: {str(e).strip()}")
         self.config = ShimConfig(
             database=self["database"],
-            amqp=self["amqp"],
-            heartbeat=self.integer("heartbeat"),
-            exchange=self["exchange"],
+            amqp=self.amqpURL(),
+            heartbeat=self.integer("heartbeat", maximum=MAX_HEARTBEAT),
+            exchange=checkExchange("exchange", self["exchange"]),
             table=self["table"],
             pollInterval=self.duration("poll-interval", minimum=0.01),
             dbTimezone=zone,
@@ -114,9 +113,7 @@ class ShimService(MultiService):
             batchSize=config.batchSize,
             maxInFlight=config.maxInFlight,
         )
-        publisher = publisherService(
-            amqpEndpoint(reactor, config.amqp, config.heartbeat), self.shim, reactor
-        )
+        publisher = publisherService(reactor, config.amqp, config.heartbeat, self.shim)
         publisher.setName("amqp")
         publisher.setServiceParent(self)
         self.database = DatabaseService(

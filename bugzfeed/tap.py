@@ -11,14 +11,21 @@ from typing import Any, List, Mapping, Optional, Tuple
 import attr
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python import usage
 
-from bugzfeed.amqp import amqpEndpoint
-from bugzfeed.config import EnvironmentOptions, environmentName, redactURL
-from bugzfeed.consumer import FeedConsumer, consumerService
-from bugzfeed.feed import Feed
+from bugzfeed.config import (
+    MAX_HEARTBEAT,
+    MAX_NAME_BYTES,
+    EnvironmentOptions,
+    checkExchange,
+    environmentName,
+    redactURL,
+)
+from bugzfeed.consumer import STREAM_RETENTION, FeedConsumer, consumerService
+from bugzfeed.feed import STREAM_PREFIX, Feed
 from bugzfeed.history import UpdateHistory
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizePath
 from bugzfeed.subscriptions import SubscriptionRegistry
@@ -48,6 +55,22 @@ class ServerConfig:
     pingTimeout: float = 30.0
     handshakeTimeout: float = 10.0
     maxMessageSize: int = 65536
+
+
+def checkListen(description: str) -> str:
+    """
+    @return: C{description}, checked to be a server endpoint description.
+    @raise usage.UsageError: If it is not.
+    """
+    try:
+        # Building an endpoint does no I/O: no reactor needed.
+        endpoint = serverFromString(None, description)
+    except Exception as e:
+        raise usage.UsageError(f"--listen: not an endpoint description: {description!r} ({e})")
+    port = getattr(endpoint, "_port", 0)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"--listen: no such port: {port}")
+    return description
 
 
 def parseFeed(text: str) -> Tuple[str, str]:
@@ -100,16 +123,16 @@ class Options(EnvironmentOptions):
         paths = [path for path, _ in feeds]
         if len(set(paths)) != len(paths):
             raise usage.UsageError("--feed: each path may be given once")
-        try:
-            amqpEndpoint(None, self["amqp"], 0)
-        except ValueError as e:
-            raise usage.UsageError(f"--amqp: {e}")
+        for _, exchange in feeds:
+            # The stream's name is the exchange's with a prefix.
+            checkExchange("feed", exchange, MAX_NAME_BYTES - len(STREAM_PREFIX))
         self.config = ServerConfig(
-            listen=self["listen"],
-            amqp=self["amqp"],
-            heartbeat=self.integer("heartbeat"),
+            listen=checkListen(self["listen"]),
+            amqp=self.amqpURL(),
+            heartbeat=self.integer("heartbeat", maximum=MAX_HEARTBEAT),
             feeds=tuple(feeds) or DEFAULT_FEEDS,
-            history=self.duration("history"),
+            # Older updates are gone from the stream anyway.
+            history=self.duration("history", maximum=STREAM_RETENTION),
             historyCount=self.integer("history-count"),
             pingInterval=self.duration("ping-interval"),
             pingTimeout=self.duration("ping-timeout"),
@@ -140,9 +163,7 @@ class BugzfeedServer(MultiService):
             for path, exchange in config.feeds
         ]
         self.consumer = FeedConsumer(self.feeds, config.history)
-        consumer = consumerService(
-            amqpEndpoint(reactor, config.amqp, config.heartbeat), self.consumer, reactor
-        )
+        consumer = consumerService(reactor, config.amqp, config.heartbeat, self.consumer)
         consumer.setName("amqp")
         consumer.setServiceParent(self)
         self.factory: FeedServerFactory = makeFactory(

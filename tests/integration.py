@@ -19,11 +19,11 @@ import psycopg2
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from bugzfeed.amqp import BugzfeedAMQFactory, amqpEndpoint
+from bugzfeed.amqp import BrokerAddress, BugzfeedAMQFactory
 from bugzfeed.feed import streamName
 
 # libpq's own variables; PGPASSWORD, if set, reaches libpq directly.
@@ -159,7 +159,10 @@ def deleteExchanges(exchanges: List[str]) -> Any:
     """
     Remove test exchanges and their streams from the broker.
     """
-    client = yield amqpEndpoint(reactor, AMQP_URL, 0).connect(BugzfeedAMQFactory(reactor))
+    address = BrokerAddress.fromURL(AMQP_URL)
+    endpoint = HostnameEndpoint(reactor, address.host, address.port)
+    client = yield endpoint.connect(BugzfeedAMQFactory(reactor, vhost=address.vhost))
+    yield client.authenticate(address.username, address.password)
     try:
         for number, exchange in enumerate(exchanges, start=1):
             channel = yield client.channel(number)

@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any, List, Tuple
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from txamqp.connection import Frame
 from txamqp.message import Message
@@ -34,7 +33,7 @@ from bugzfeed.amqp import (
     SPEC_PATH,
     BugzfeedAMQClient,
     BugzfeedAMQFactory,
-    amqpEndpoint,
+    BrokerAddress,
     loadSpec,
 )
 
@@ -416,32 +415,22 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         self.assertTrue(pump.aborted)
 
 
-class AMQPEndpointTests(SynchronousTestCase):
+class BrokerAddressTests(SynchronousTestCase):
     """
-    L{amqpEndpoint} reads an C{amqp://} URL.
+    L{BrokerAddress.fromURL} reads an C{amqp://} URL.
     """
-
-    def endpointFor(self, url: str) -> Tuple[Any, Tuple[str, int], BugzfeedAMQFactory]:
-        """
-        @return: The endpoint for C{url}, the address it connects to, and
-            the factory it connected with.
-        """
-        reactor = MemoryReactorClock()
-        endpoint = amqpEndpoint(reactor, url, heartbeat=30)
-        factory = BugzfeedAMQFactory(Clock())
-        endpoint.connect(factory)
-        [(host, port, *_)] = reactor.tcpClients
-        return endpoint, (host, port), factory
 
     def test_fullURL(self) -> None:
         """
-        User, percent-decoded password, host, port and virtual host are
-        all taken from the URL; the heartbeat is passed on.
+        User, percent-decoded password, host, port and virtual host are all
+        taken from the URL; the password is not shown.
         """
-        endpoint, address, factory = self.endpointFor("amqp://user:p%40ss@host:5673/vhost")
-        self.assertEqual(address, ("host", 5673))
-        self.assertEqual((endpoint._username, endpoint._password), ("user", "p@ss"))
-        self.assertEqual((factory._vhost, factory._heartbeat), ("vhost", 30))
+        address = BrokerAddress.fromURL("amqp://user:p%40ss@host:5673/vhost")
+        self.assertEqual(
+            (address.host, address.port, address.username, address.password, address.vhost),
+            ("host", 5673, "user", "p@ss", "vhost"),
+        )
+        self.assertNotIn("p%40ss", repr(address) + address.url)
 
     def test_defaults(self) -> None:
         """
@@ -449,27 +438,36 @@ class AMQPEndpointTests(SynchronousTestCase):
         5672 and the virtual host C{/}.
         """
         for url in ["amqp://host", "amqp://host/"]:
-            endpoint, address, factory = self.endpointFor(url)
+            address = BrokerAddress.fromURL(url)
             self.assertEqual(
-                (address, endpoint._username, endpoint._password, factory._vhost),
-                (("host", 5672), "guest", "guest", "/"),
+                (address.port, address.username, address.password, address.vhost),
+                (5672, "guest", "guest", "/"),
                 url,
             )
 
-    def test_encodedVirtualHost(self) -> None:
+    def test_encodedVirtualHostAndIPv6(self) -> None:
         """
-        A percent-encoded virtual host is decoded: C{%2F} is C{/}.
+        A percent-encoded virtual host is decoded (C{%2F} is C{/}), and an
+        IPv6 host loses its brackets.
         """
-        _, _, factory = self.endpointFor("amqp://host/%2F")
-        self.assertEqual(factory._vhost, "/")
+        address = BrokerAddress.fromURL("amqp://[::1]:5673/%2F")
+        self.assertEqual((address.host, address.port, address.vhost), ("::1", 5673, "/"))
 
     def test_notAnAMQPURL(self) -> None:
         """
-        A URL of another scheme, or without a host, is refused with
-        L{ValueError}, and the message does not repeat the password.
+        A URL of another scheme, without a host or with a bad port, is
+        refused with L{ValueError}, and the message does not repeat the
+        password.
         """
-        for url in ["http://user:secret@host/", "amqps://user:secret@host/", "host:5672", "amqp:///vhost"]:
-            error = self.assertRaises(ValueError, amqpEndpoint, None, url, 0)
+        for url in [
+            "http://user:secret@host/",
+            "amqps://user:secret@host/",
+            "host:5672",
+            "amqp:///vhost",
+            "amqp://user:secret@host:99999/",
+            "amqp://user:secret@[::1/",
+        ]:
+            error = self.assertRaises(ValueError, BrokerAddress.fromURL, url)
             self.assertNotIn("secret", str(error))
 
 

@@ -15,8 +15,11 @@ from twisted.application.internet import backoffPolicy
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import globalLogPublisher
 
+from bugzfeed.consumer import FeedConsumer, consumerService
 from bugzfeed.shimtap import ShimConfig, ShimService
 from bugzfeed.tap import BugzfeedServer, ServerConfig
 from tests.integration import AMQP_URL, IntegrationTestCase, freePort, waitFor
@@ -254,6 +257,32 @@ class FaultTests(ServiceTestCase):
         database.insert(6002, when(2))
         yield self.nextUpdate(client, 6002)
         self.flushLoggedErrors()
+
+
+class BrokerLoginTests(IntegrationTestCase):
+    @inlineCallbacks
+    def test_refusedLoginIsLoggedAndRetried(self) -> None:
+        """
+        A wrong password is logged with the broker's reason, and retried
+        cleanly (nothing else is logged as an error) until it is fixed.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = consumerService(
+            reactor,
+            AMQP_URL.replace("guest:guest@", "guest:wrong@"),
+            5,
+            FeedConsumer([], 60),
+            retryPolicy=lambda attempt: 0.1,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def refusals() -> List[Any]:
+            return [event for event in events if "refused the connection" in event.get("log_format", "")]
+
+        yield waitFor(lambda: len(refusals()) >= 2, what="two refused logins")
+        self.assertIn("ACCESS_REFUSED", refusals()[0]["reason"])
+        self.assertNotIn("wrong", refusals()[0]["broker"])
 
 
 def rabbitmqctl(*args: str) -> Deferred:

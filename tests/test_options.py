@@ -71,6 +71,13 @@ class ServerOptionsTests(SynchronousTestCase):
             (["--heartbeat", "-1"], "--heartbeat"),
             (["--amqp", "http://x/"], "--amqp"),
             (["--max-message-size", "10"], "--max-message-size"),
+            (["--listen", "garbage"], "--listen"),
+            (["--listen", "tcp:99999"], "--listen"),
+            (["--heartbeat", "70000"], "--heartbeat"),
+            (["--history", "8d"], "--history"),
+            (["--feed", "/a=amq.topic"], "--feed"),
+            (["--feed", "/a=" + "x" * 250], "--feed"),
+            (["--amqp", "amqp://u:p@[::1/"], "--amqp"),
         ]:
             error = self.assertRaises(UsageError, serverConfig, argv)
             self.assertIn(word, str(error))
@@ -112,6 +119,10 @@ class ShimOptionsTests(SynchronousTestCase):
             (["--poll-interval", "0"], "--poll-interval"),
             (["--batch-size", "0"], "--batch-size"),
             (["--exchange", " "], "--exchange"),
+            (["--exchange", "x" * 256], "--exchange"),
+            (["--database", "garbage"], "--database"),
+            (["--database", "host=x port"], "--database"),
+            (["--heartbeat", "65536"], "--heartbeat"),
         ]:
             error = self.assertRaises(UsageError, shimConfig, argv)
             self.assertIn(word, str(error))
