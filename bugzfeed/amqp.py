@@ -24,7 +24,7 @@ import os
 from decimal import Decimal
 from functools import lru_cache
 from io import BytesIO
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlsplit
 
 import attr
@@ -35,6 +35,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from txamqp.client import TwistedDelegate
 from txamqp.codec import Codec
+from txamqp.content import Content
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.factory import AMQFactory
 from txamqp.message import Message
@@ -212,6 +213,8 @@ class BugzfeedAMQClient(AMQClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._lastFrameAt = self.clock.seconds()
+        self._deliveries: Dict[int, _DeliveryInProgress] = {}
         self.onDeliver: Optional[Callable[[AMQChannel, Message], None]] = None
         self.onConfirm: Optional[Callable[[int, bool, bool], None]] = None
         self.onReturn: Optional[Callable[[Message], None]] = None
@@ -258,6 +261,54 @@ class BugzfeedAMQClient(AMQClient):
         codec.encode_octet(self.FRAME_END)
         return codec.stream.getvalue()
 
+    def process_frame(self, frame: Frame) -> Any:
+        """
+        Assemble deliveries here, synchronously, and hand them straight to
+        the delegate; everything else takes txAMQP's own path.
+
+        txAMQP runs every frame through a lock, two queues and several
+        generator-based Deferreds: about four fifths of a consumer's time
+        at stream-replay rates.
+        """
+        channel = self.channels.get(frame.channel)
+        payload = frame.payload
+        delivery = self._deliveries.get(frame.channel)
+        if channel is None or payload.type == Frame.HEARTBEAT:
+            return super().process_frame(frame)
+        if payload.type == Frame.METHOD and payload.method.name == "deliver" and delivery is None:
+            self._deliveries[frame.channel] = _DeliveryInProgress(payload)
+        elif delivery is not None and payload.type in (Frame.HEADER, Frame.BODY):
+            message = delivery.add(payload)
+            if message is not None:
+                del self._deliveries[frame.channel]
+                try:
+                    self.delegate.dispatch(channel, message)
+                except Exception:
+                    self._log.failure("Handling a delivery failed; closing the connection")
+                    self.close()
+        else:
+            channel.dispatch(frame, self.work)
+        self.reschedule_check_heartbeat()
+        return None
+
+    def reschedule_check_heartbeat(self) -> None:
+        # Called for every frame: note the time, and let the pending check
+        # push itself back, rather than cancelling and scheduling a call per
+        # frame.
+        self._lastFrameAt = self.clock.seconds()
+        if self.heartbeatInterval > 0 and not self.closed and not self.checkHB.active():
+            self.checkHB = self.clock.callLater(self._heartbeatLimit(), self.check_heartbeat)
+
+    def check_heartbeat(self) -> None:
+        silence = self.clock.seconds() - self._lastFrameAt
+        if silence < self._heartbeatLimit():
+            self.checkHB = self.clock.callLater(self._heartbeatLimit() - silence, self.check_heartbeat)
+            return
+        super().check_heartbeat()
+
+    def _heartbeatLimit(self) -> float:
+        return float(self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT)
+
     def channel_failed(self, channel: AMQChannel, reason: Any) -> None:
         if self.onChannelClosed is not None:
             self.onChannelClosed(channel, reason)
@@ -280,6 +331,35 @@ CLIENT_PROPERTIES = {
         "publisher_confirms": True,
     },
 }
+
+
+class _DeliveryInProgress:
+    """
+    A C{basic.deliver} method frame waiting for its header and body frames,
+    which AMQP sends right after it on the same channel.
+    """
+
+    def __init__(self, method: Method) -> None:
+        self._method = method
+        self._header: Optional[Header] = None
+        self._chunks: List[bytes] = []
+        self._received = 0
+
+    def add(self, payload: Any) -> Optional[Message]:
+        """
+        Take the next header or body frame.
+
+        @return: The whole message once complete, else L{None}.
+        """
+        if isinstance(payload, Header):
+            self._header = payload
+        elif self._header is not None:
+            self._chunks.append(payload.content)
+            self._received += len(payload.content)
+        if self._header is None or self._received < self._header.size:
+            return None
+        content = Content(b"".join(self._chunks), [], dict(self._header.properties))
+        return Message(self._method.method, self._method.args, content)
 
 
 class BugzfeedDelegate(TwistedDelegate):

@@ -9,10 +9,11 @@ reconnect from just past the last message it handled.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel
@@ -44,21 +45,39 @@ def declareExchange(channel: AMQChannel, exchange: str) -> Deferred:
     return channel.exchange_declare(exchange=exchange, type="topic", durable=True)
 
 
+#: Seconds the shim's clock may be ahead of a node's without a message
+#: sent just after the node started being taken for history.
+CLOCK_SKEW = 5.0
+
+#: Deliveries acknowledged at once, at most; fewer at the end of each
+#: reactor turn.
+ACK_BATCH = PREFETCH // 4
+
+
 class StreamCursor:
     """
     Reads one feed's stream deliveries into the feed, and knows where to
     resume.
 
+    A node starting up reads its history window from the stream: what was
+    sent before it started is remembered for catch-up but not pushed to
+    clients as news.  From the first message sent since, everything is
+    pushed, reconnects included.
+
     @ivar nextOffset: The offset after the last message handled, or L{None}
         before any.
+    @ivar replaying: Whether the cursor is still reading messages sent
+        before the node started.
     """
 
     _log = Logger()
 
-    def __init__(self, feed: Feed, historyWindow: float) -> None:
+    def __init__(self, feed: Feed, historyWindow: float, startedAt: float) -> None:
         self.feed = feed
         self._historyWindow = historyWindow
+        self._startedAt = startedAt
         self.nextOffset: Optional[int] = None
+        self.replaying = True
 
     def startOffset(self) -> Union[int, str]:
         """
@@ -76,7 +95,7 @@ class StreamCursor:
         """
         self.nextOffset = offset + 1
         try:
-            update = decodePulseEnvelope(body, seq=offset)
+            message = decodePulseEnvelope(body, seq=offset)
         except MalformedEnvelope as e:
             self._log.warn(
                 "Skipping malformed message at offset {offset} of {stream}: {error}",
@@ -85,7 +104,12 @@ class StreamCursor:
                 error=str(e),
             )
             return
-        self.feed.receive(update)
+        if self.replaying and message.sent is not None and message.sent.timestamp() < self._startedAt - CLOCK_SKEW:
+            # Sent before this node started: history to rebuild, not news.
+            self.feed.remember(message.update)
+        else:
+            self.replaying = False
+            self.feed.receive(message.update)
 
 
 class FeedConsumer:
@@ -96,10 +120,17 @@ class FeedConsumer:
 
     _log = Logger()
 
-    def __init__(self, feeds: Iterable[Feed], historyWindow: float) -> None:
-        self.cursors: List[StreamCursor] = [StreamCursor(feed, historyWindow) for feed in feeds]
+    def __init__(self, feeds: Iterable[Feed], historyWindow: float, clock: IReactorTime) -> None:
+        startedAt = clock.seconds()
+        self.cursors: List[StreamCursor] = [
+            StreamCursor(feed, historyWindow, startedAt) for feed in feeds
+        ]
+        self._clock = clock
         self._consuming: List[Deferred] = []
         self.consuming = False
+        # channel -> (last delivery tag handled, deliveries not yet acked)
+        self._unacked: Dict[AMQChannel, Tuple[int, int]] = {}
+        self._ackCall: Optional[IDelayedCall] = None
 
     def whenConsuming(self) -> Deferred:
         """
@@ -137,7 +168,7 @@ class FeedConsumer:
                     # Raising here would close the connection; one bad
                     # update must not stop the feed.
                     self._log.failure("Handling offset {offset} failed", offset=offset)
-            channel.basic_ack(delivery_tag=message.delivery_tag)
+            self._handled(channel, message.delivery_tag)
 
         client.setHandlers(onDeliver=deliver)
         client.disconnected.wait().addCallback(lambda _: self._disconnected())
@@ -169,8 +200,35 @@ class FeedConsumer:
         for d in waiting:
             d.callback(None)
 
+    def _handled(self, channel: AMQChannel, deliveryTag: int) -> None:
+        """
+        Acknowledge deliveries once handed over, many at a time: one ack
+        per message costs more than handling it.
+        """
+        _, count = self._unacked.get(channel, (0, 0))
+        self._unacked[channel] = (deliveryTag, count + 1)
+        if count + 1 >= ACK_BATCH:
+            self._ack(channel)
+        elif self._ackCall is None:
+            self._ackCall = self._clock.callLater(0, self._ackAll)
+
+    def _ack(self, channel: AMQChannel) -> None:
+        deliveryTag, _ = self._unacked.pop(channel)
+        channel.basic_ack(delivery_tag=deliveryTag, multiple=True)
+
+    def _ackAll(self) -> None:
+        self._ackCall = None
+        for channel in list(self._unacked):
+            self._ack(channel)
+
     def _disconnected(self) -> None:
         self.consuming = False
+        # Unacknowledged deliveries die with their channel; the cursor
+        # resumes after the last one handled.
+        self._unacked.clear()
+        if self._ackCall is not None:
+            self._ackCall.cancel()
+            self._ackCall = None
         self._log.info("Disconnected from the broker")
 
 

@@ -40,6 +40,13 @@ class Feed:
         """The stream this feed consumes."""
         return streamName(self.exchange)
 
+    def remember(self, update: BugUpdate) -> None:
+        """
+        Remember C{update} for catch-up without pushing it: an old update
+        read again while the node rebuilds its history.
+        """
+        self.history.add(update)
+
     def receive(self, update: BugUpdate) -> None:
         """
         Remember C{update} and push it to its bug's subscribers.

@@ -87,9 +87,22 @@ def encodePulseEnvelope(
     return json.dumps(envelope, separators=(",", ":")).encode("utf-8")
 
 
-def decodePulseEnvelope(body: bytes, seq: Optional[int] = None) -> BugUpdate:
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class PulseMessage:
     """
-    Read the bug update out of a Pulse envelope.
+    What the server reads from a Pulse envelope.
+
+    @ivar update: The bug update it carries.
+    @ivar sent: When the shim published it (zone-aware), if it says.
+    """
+
+    update: BugUpdate
+    sent: Optional[datetime]
+
+
+def decodePulseEnvelope(body: bytes, seq: Optional[int] = None) -> PulseMessage:
+    """
+    Read the bug update, and the time it was sent, out of a Pulse envelope.
 
     @raise MalformedEnvelope: If C{body} is not an envelope with a valid bug
         id and change time.
@@ -99,8 +112,17 @@ def decodePulseEnvelope(body: bytes, seq: Optional[int] = None) -> BugUpdate:
         payload = envelope["payload"]
         bug = payload["id"]
         deltaTs = datetime.fromisoformat(payload["delta_ts"])
-    except (ValueError, TypeError, KeyError) as e:
+        update = BugUpdate(bug=bug, when=toUTC(deltaTs), seq=seq)
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise MalformedEnvelope(f"not a Pulse bug envelope: {e!r}") from e
     if type(bug) is not int or not 0 < bug <= MAX_BUG_ID:
         raise MalformedEnvelope(f"invalid bug id {bug!r}")
-    return BugUpdate(bug=bug, when=toUTC(deltaTs), seq=seq)
+    return PulseMessage(update, _sentTime(envelope))
+
+
+def _sentTime(envelope: dict) -> Optional[datetime]:
+    try:
+        sent = datetime.fromisoformat(envelope["_meta"]["sent"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    return sent if sent.tzinfo is not None else sent.replace(tzinfo=timezone.utc)

@@ -162,7 +162,7 @@ class BugzfeedServer(MultiService):
             )
             for path, exchange in config.feeds
         ]
-        self.consumer = FeedConsumer(self.feeds, config.history)
+        self.consumer = FeedConsumer(self.feeds, config.history, reactor)
         consumer = consumerService(reactor, config.amqp, config.heartbeat, self.consumer)
         consumer.setName("amqp")
         consumer.setServiceParent(self)

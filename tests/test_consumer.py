@@ -3,13 +3,13 @@ Tests for L{bugzfeed.consumer}'s stream cursor: where each connection
 resumes, and what reaches the feed.
 """
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bugzfeed.amqp import BugzfeedAMQFactory
-from bugzfeed.consumer import FeedConsumer, StreamCursor
+from bugzfeed.consumer import ACK_BATCH, FeedConsumer, StreamCursor
 from bugzfeed.model import BugUpdate, encodePulseEnvelope
 from tests.amqpwire import (
     WireAMQPump,
@@ -25,8 +25,8 @@ from tests.fakes import RecordingSubscriber, makeFeed
 CHANGED = datetime(2014, 4, 3, 21, 13, 45, tzinfo=timezone.utc)
 
 
-def envelope(bug: int) -> bytes:
-    return encodePulseEnvelope(bug, CHANGED, "exchange/test", CHANGED)
+def envelope(bug: int, sent: datetime = CHANGED) -> bytes:
+    return encodePulseEnvelope(bug, CHANGED, "exchange/test", sent)
 
 
 class StreamCursorTests(SynchronousTestCase):
@@ -34,7 +34,7 @@ class StreamCursorTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(CHANGED.timestamp())
         self.feed = makeFeed(self.clock)
-        self.cursor = StreamCursor(self.feed, historyWindow=86400)
+        self.cursor = StreamCursor(self.feed, historyWindow=86400, startedAt=CHANGED.timestamp())
 
     def test_firstConnectionStartsAtHistoryWindow(self) -> None:
         """
@@ -42,7 +42,7 @@ class StreamCursorTests(SynchronousTestCase):
         interval RabbitMQ understands.
         """
         self.assertEqual(self.cursor.startOffset(), "86400s")
-        self.assertEqual(StreamCursor(self.feed, 0.2).startOffset(), "1s")
+        self.assertEqual(StreamCursor(self.feed, 0.2, 0).startOffset(), "1s")
 
     def test_reconnectResumesAfterLastHandled(self) -> None:
         """
@@ -65,6 +65,25 @@ class StreamCursorTests(SynchronousTestCase):
         self.assertEqual(subscriber.payloads, [expected.toJSON()])
         self.assertEqual(self.feed.history.since([7], datetime(2014, 1, 1)), [expected])
 
+    def test_replayIsRememberedNotPushed(self) -> None:
+        """
+        Messages sent before the node started rebuild its history without
+        being pushed as news; from the first one sent since, everything is
+        pushed.
+        """
+        subscriber = RecordingSubscriber()
+        self.feed.registry.subscribe(subscriber, [7])
+        old = envelope(7, sent=CHANGED - timedelta(hours=1))
+        self.cursor.handle(old, 1)
+        self.cursor.handle(envelope(7, sent=CHANGED - timedelta(seconds=6)), 2)
+        self.assertEqual((subscriber.payloads, len(self.feed.history)), ([], 2))
+        self.assertTrue(self.cursor.replaying)
+        # Within the allowed clock skew: news.
+        self.cursor.handle(envelope(7, sent=CHANGED - timedelta(seconds=4)), 3)
+        self.cursor.handle(old, 4)
+        self.assertEqual([m["seq"] for m in subscriber.messages], [3, 4])
+        self.assertFalse(self.cursor.replaying)
+
     def test_malformedMessageSkipped(self) -> None:
         """
         A message that is not a bug envelope is logged and skipped; the
@@ -84,7 +103,7 @@ class FeedConsumerTests(SynchronousTestCase):
         self.clock.advance(CHANGED.timestamp())
         self.feeds = [makeFeed(self.clock, "/"), makeFeed(self.clock, "/dev/")]
         self.feeds[1].exchange = "exchange/test/dev"
-        self.consumer = FeedConsumer(self.feeds, historyWindow=3600)
+        self.consumer = FeedConsumer(self.feeds, historyWindow=3600, clock=self.clock)
         self.client = BugzfeedAMQFactory(self.clock).buildProtocol(None)
         self.pump = WireAMQPump()
         self.pump.connect(self.client)
@@ -152,7 +171,9 @@ class FeedConsumerTests(SynchronousTestCase):
         self.deliver(2, 2**40, envelope(7), deliveryTag=3)
         self.assertEqual([m["seq"] for m in subscriber.messages], [2**40])
         self.assertEqual(other.payloads, [])
-        self.assertEqual(sentArguments(self.pump, 2, "basic.ack")["delivery_tag"], 3)
+        self.clock.advance(0)
+        ack = sentArguments(self.pump, 2, "basic.ack")
+        self.assertEqual((ack["delivery_tag"], ack["multiple"]), (3, True))
         self.assertEqual(self.consumer.cursors[1].startOffset(), 2**40 + 1)
 
     def test_badDeliveryIsAckedAndSkipped(self) -> None:
@@ -163,8 +184,27 @@ class FeedConsumerTests(SynchronousTestCase):
         self.consumer.prepareConnection(self.client)
         self.brokerAgrees()
         self.deliver(1, 8, b"\xff not json", deliveryTag=1)
+        self.clock.advance(0)
         self.assertEqual(sentArguments(self.pump, 1, "basic.ack")["delivery_tag"], 1)
         self.assertTrue(self.pump.connected)
+
+    def test_acksAreBatched(self) -> None:
+        """
+        Deliveries are acknowledged together: once per reactor turn, or
+        every C{ACK_BATCH} deliveries, whichever comes first, and only after
+        they were handed over.
+        """
+        self.consumer.prepareConnection(self.client)
+        self.brokerAgrees()
+        for tag in range(1, ACK_BATCH + 3):
+            self.deliver(1, tag, envelope(1), deliveryTag=tag)
+        acks = lambda: [a for a in sentMethods(self.pump, 1) if a == "basic.ack"]
+        self.assertEqual(len(acks()), 1)
+        self.assertEqual(sentArguments(self.pump, 1, "basic.ack")["delivery_tag"], ACK_BATCH)
+        self.clock.advance(0)
+        self.assertEqual(len(acks()), 2)
+        self.assertEqual(sentArguments(self.pump, 1, "basic.ack")["delivery_tag"], ACK_BATCH + 2)
+        self.assertEqual(len(self.feeds[0].history), ACK_BATCH + 2)
 
     def test_disconnectStopsConsuming(self) -> None:
         """

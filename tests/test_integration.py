@@ -271,7 +271,7 @@ class BrokerLoginTests(IntegrationTestCase):
             reactor,
             AMQP_URL.replace("guest:guest@", "guest:wrong@"),
             5,
-            FeedConsumer([], 60),
+            FeedConsumer([], 60, reactor),
             retryPolicy=lambda attempt: 0.1,
         )
         service.startService()

@@ -74,8 +74,21 @@ class PulseEnvelopeTests(SynchronousTestCase):
         changed = datetime(2014, 4, 3, 23, 13, 45, tzinfo=timezone(timedelta(hours=2)))
         body = encodePulseEnvelope(7, changed, "x", datetime.now(timezone.utc))
         self.assertEqual(
-            decodePulseEnvelope(body, seq=3), BugUpdate(7, datetime(2014, 4, 3, 21, 13, 45), 3)
+            decodePulseEnvelope(body, seq=3).update, BugUpdate(7, datetime(2014, 4, 3, 21, 13, 45), 3)
         )
+
+    def test_sentTime(self) -> None:
+        """
+        The time the shim sent a message is read back; a missing or bad one
+        is L{None}, not an error.
+        """
+        changed = datetime(2014, 4, 3, 21, 13, 45, tzinfo=timezone.utc)
+        body = encodePulseEnvelope(7, changed, "x", changed + timedelta(seconds=2))
+        self.assertEqual(decodePulseEnvelope(body).sent, changed + timedelta(seconds=2))
+        for meta in [None, {}, {"sent": "soon"}, {"sent": 5}]:
+            envelope = json.loads(body)
+            envelope["_meta"] = meta
+            self.assertIsNone(decodePulseEnvelope(json.dumps(envelope).encode()).sent)
 
     def test_malformed(self) -> None:
         """
