@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone, tzinfo
 from typing import Any, List, Optional, Set, Tuple
 
+import psycopg2
 from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 from txamqp.content import Content
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel
+from txpostgres.reconnection import ConnectionDead
 
 from bugzfeed.amqp import BugzfeedAMQClient, brokerService
 from bugzfeed.confirms import ConfirmTracker, PendingRow
@@ -67,6 +69,13 @@ class PushNotifyTable:
             ([row.id for row in rows], [row.deltaTs for row in rows]),
         )
         return d.addCallback(len)
+
+    def check(self) -> Deferred:
+        """
+        Fail, with PostgreSQL's reason, unless the table can be read and
+        has the columns the shim needs.
+        """
+        return self._connection.runQuery(f"SELECT id, bug_id, delta_ts FROM {self._quoted} LIMIT 0")
 
     def listen(self) -> Deferred:
         """
@@ -206,12 +215,19 @@ class PushNotifyShim:
             while self._drainAgain and self._channel is not None:
                 self._drainAgain = False
                 yield self._drainPass()
-        except Exception:
+        except Exception as e:
             # Once per outage: while the database is down every poll fails.
             if not self._readFailing:
-                self._log.failure(
-                    "Reading {table} failed; retrying at each wake-up", table=self._table.table
-                )
+                if isinstance(e, (psycopg2.Error, ConnectionDead)):
+                    self._log.warn(
+                        "Reading {table} failed: {error}; retrying at each wake-up",
+                        table=self._table.table,
+                        error=str(e).strip() or type(e).__name__,
+                    )
+                else:
+                    self._log.failure(
+                        "Reading {table} failed; retrying at each wake-up", table=self._table.table
+                    )
             self._readFailing = True
         else:
             if self._readFailing:
@@ -422,8 +438,22 @@ class DatabaseService(Service):
     @inlineCallbacks
     def _connectionUp(self) -> Any:
         try:
+            yield self._table.check()
+        except psycopg2.Error as e:
+            # Keep going: the shim starts working once the table is there.
+            self._log.error(
+                "Cannot read table {table}: {error} (create it with sql/push_notify.sql,"
+                " or name another with --table)",
+                table=self._table.table,
+                error=str(e).strip(),
+            )
+        else:
             if self._installTrigger:
-                yield self._table.installTrigger()
+                try:
+                    yield self._table.installTrigger()
+                except psycopg2.Error as e:
+                    self._log.error("Cannot install the trigger: {error}", error=str(e).strip())
+        try:
             yield self._table.listen()
         except Exception:
             self._log.failure("Setting up the PostgreSQL connection failed")

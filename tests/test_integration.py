@@ -20,6 +20,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 
 from bugzfeed.consumer import FeedConsumer, consumerService
+from bugzfeed.schema import tableSQL
 from bugzfeed.shimtap import ShimConfig, ShimService
 from bugzfeed.tap import BugzfeedServer, ServerConfig
 from tests.integration import AMQP_URL, IntegrationTestCase, freePort, waitFor
@@ -201,6 +202,31 @@ class EndToEndTests(ServiceTestCase):
         self.assertEqual(reply["result"], "ok")
         update = yield late.next()
         self.assertEqual((update["bug"], update["when"]), (4001, iso(when(1))))
+
+
+class MissingTableTests(ServiceTestCase):
+    @inlineCallbacks
+    def test_missingTableReportedThenPickedUp(self) -> None:
+        """
+        A table that does not exist yet is reported clearly; once created,
+        its rows flow without a restart.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = self.exchange("simple")
+        database = self.database()
+        database.execute(f"DROP TABLE {database.table}")
+        port = yield self.startServer([("/", exchange)])
+        self.startShim(database, exchange, pollInterval=0.2)
+        yield waitFor(
+            lambda: [e for e in events if "Cannot read table" in e.get("log_format", "")],
+            what="the missing table to be reported",
+        )
+        database.execute(tableSQL(database.table))
+        client = yield self.client(port)
+        yield client.command({"command": "subscribe", "bugs": [8001]})
+        database.insert(8001, when(1))
+        update = yield self.nextUpdate(client, 8001)
+        self.assertEqual(update["when"], iso(when(1)))
 
 
 class FaultTests(ServiceTestCase):

@@ -5,7 +5,10 @@ Tests for L{bugzfeed.shim}'s logic, over an in-memory table and channel.
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import psycopg2
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from txamqp.content import Content
 
@@ -229,6 +232,19 @@ class PushNotifyShimTests(SynchronousTestCase):
         self.table.failNextFetch = RuntimeError("connection lost again")
         self.shim.drain()
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_databaseErrorsLoggedWithoutTraceback(self) -> None:
+        """
+        A lost database connection is a warning with PostgreSQL's reason,
+        not a traceback.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.shim.publisherReady(self.channel)
+        self.table.failNextFetch = psycopg2.OperationalError("server closed the connection")
+        self.shim.drain()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(warning["error"], "server closed the connection")
 
     def test_deleteFailureKeepsRowsForRepublishing(self) -> None:
         """
