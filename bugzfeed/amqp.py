@@ -35,8 +35,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from txamqp.client import TwistedDelegate
 from txamqp.codec import Codec
-from txamqp.content import Content
 from txamqp.connection import Body, Frame, Header, Method
+from txamqp.content import Content
 from txamqp.factory import AMQFactory
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel, AMQClient, GarbageException

@@ -21,6 +21,7 @@ from txamqp.protocol import AMQChannel
 from bugzfeed.amqp import BugzfeedAMQClient, brokerService
 from bugzfeed.feed import Feed
 from bugzfeed.model import MalformedEnvelope, decodePulseEnvelope
+from bugzfeed.waiting import Waiters
 
 #: Seconds a stream keeps messages: RabbitMQ drops whole segments older
 #: than this, or past the size below.
@@ -126,7 +127,7 @@ class FeedConsumer:
             StreamCursor(feed, historyWindow, startedAt) for feed in feeds
         ]
         self._clock = clock
-        self._consuming: List[Deferred] = []
+        self._consuming = Waiters()
         self.consuming = False
         # channel -> (last delivery tag handled, deliveries not yet acked)
         self._unacked: Dict[AMQChannel, Tuple[int, int]] = {}
@@ -137,11 +138,7 @@ class FeedConsumer:
         @return: A L{Deferred} that fires once every stream is being
             consumed.
         """
-        if self.consuming:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._consuming.append(d)
-        return d
+        return succeed(None) if self.consuming else self._consuming.wait()
 
     @inlineCallbacks
     def prepareConnection(self, client: BugzfeedAMQClient) -> Any:
@@ -196,9 +193,7 @@ class FeedConsumer:
                 "Consuming {stream} from offset {offset}", stream=cursor.feed.stream, offset=offset
             )
         self.consuming = True
-        waiting, self._consuming = self._consuming, []
-        for d in waiting:
-            d.callback(None)
+        self._consuming.fire()
 
     def _handled(self, channel: AMQChannel, deliveryTag: int) -> None:
         """

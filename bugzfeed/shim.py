@@ -31,6 +31,7 @@ from bugzfeed.confirms import ConfirmTracker, PendingRow
 from bugzfeed.consumer import declareExchange
 from bugzfeed.model import encodePulseEnvelope
 from bugzfeed.schema import notifyChannel, quoteTable, triggerSQL
+from bugzfeed.waiting import Waiters
 
 
 class PushNotifyTable:
@@ -119,11 +120,11 @@ class PushNotifyShim:
         self._tracker = ConfirmTracker()
         self._draining: Optional[Deferred] = None
         self._drainAgain = False
-        self._slotWaiters: List[Deferred] = []
+        self._slotFreed = Waiters()
         self._toDelete: List[PendingRow] = []
         self._deleting: Set[Tuple[int, datetime]] = set()
         self._flushing = False
-        self._idleWaiters: List[Deferred] = []
+        self._becameIdle = Waiters()
         self._unroutable = False
         self._readFailing = False
         self._stopping = False
@@ -152,7 +153,7 @@ class PushNotifyShim:
                 "Broker connection lost with {count} rows unconfirmed; they stay queued",
                 count=len(abandoned),
             )
-        self._wakeSlotWaiters()
+        self._slotFreed.fire()
         self._checkIdle()
 
     def confirmed(self, deliveryTag: int, multiple: bool, acked: bool) -> None:
@@ -172,7 +173,7 @@ class PushNotifyShim:
             self._toDelete.extend(sent)
             self._deleting.update(row.key for row in sent)
             self._flushDeletes()
-        self._wakeSlotWaiters()
+        self._slotFreed.fire()
         self._checkIdle()
 
     def returned(self, message: Message) -> None:
@@ -253,7 +254,7 @@ class PushNotifyShim:
                     and self._channel is channel
                     and not self._stopping
                 ):
-                    yield self._slotFreed()
+                    yield self._slotFreed.wait()
                 if self._channel is not channel or self._stopping:
                     # The channel changed under us (its replacement drains
                     # anew), or we are stopping: what is left stays queued.
@@ -315,20 +316,10 @@ class PushNotifyShim:
         @return: A L{Deferred} that fires once idle.
         """
         self._stopping = True
-        self._wakeSlotWaiters()
+        self._slotFreed.fire()
         return self.whenIdle()
 
     # Waiting
-
-    def _slotFreed(self) -> Deferred:
-        d: Deferred = Deferred()
-        self._slotWaiters.append(d)
-        return d
-
-    def _wakeSlotWaiters(self) -> None:
-        waiters, self._slotWaiters = self._slotWaiters, []
-        for d in waiters:
-            d.callback(None)
 
     @property
     def idle(self) -> bool:
@@ -345,17 +336,11 @@ class PushNotifyShim:
         @return: A L{Deferred} that fires once nothing is being read,
             published or deleted.
         """
-        if self.idle:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._idleWaiters.append(d)
-        return d
+        return succeed(None) if self.idle else self._becameIdle.wait()
 
     def _checkIdle(self) -> None:
         if self.idle:
-            waiters, self._idleWaiters = self._idleWaiters, []
-            for d in waiters:
-                d.callback(None)
+            self._becameIdle.fire()
 
 
 class PublisherConnector:
@@ -418,7 +403,7 @@ class DatabaseService(Service):
         self._installTrigger = installTrigger
         self._poll = LoopingCall(self._shim.drain)
         self._poll.clock = clock
-        self._ready: List[Deferred] = []
+        self._ready = Waiters()
         self.connected = False
 
     def startService(self) -> None:
@@ -460,9 +445,7 @@ class DatabaseService(Service):
             return
         self.connected = True
         self._log.info("Connected to PostgreSQL; listening on {table}", table=self._table.table)
-        waiting, self._ready = self._ready, []
-        for d in waiting:
-            d.callback(None)
+        self._ready.fire()
         self._shim.drain()
 
     def _notified(self, notify: Any) -> None:
@@ -472,11 +455,7 @@ class DatabaseService(Service):
         """
         @return: A L{Deferred} that fires once connected and listening.
         """
-        if self.connected:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._ready.append(d)
-        return d
+        return succeed(None) if self.connected else self._ready.wait()
 
     def stopService(self) -> Deferred:
         super().stopService()

@@ -19,9 +19,20 @@ from twisted.python import usage
 from txpostgres.reconnection import DeadConnectionDetector
 from txpostgres.txpostgres import Connection
 
-from bugzfeed.config import MAX_HEARTBEAT, EnvironmentOptions, checkExchange, redactDSN, redactURL
+from bugzfeed.config import (
+    MAX_HEARTBEAT,
+    EnvironmentOptions,
+    checkExchange,
+    redactDSN,
+    redactURL,
+)
 from bugzfeed.schema import DEFAULT_TABLE, quoteTable
-from bugzfeed.shim import DatabaseService, PushNotifyShim, PushNotifyTable, publisherService
+from bugzfeed.shim import (
+    DatabaseService,
+    PushNotifyShim,
+    PushNotifyTable,
+    publisherService,
+)
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)

@@ -11,8 +11,8 @@ from typing import Any, List, Mapping, Optional, Tuple
 import attr
 from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
