@@ -302,7 +302,9 @@ class BugzfeedAMQClient(AMQClient):
     def check_heartbeat(self) -> None:
         silence = self.clock.seconds() - self._lastFrameAt
         if silence < self._heartbeatLimit():
-            self.checkHB = self.clock.callLater(self._heartbeatLimit() - silence, self.check_heartbeat)
+            self.checkHB = self.clock.callLater(
+                self._heartbeatLimit() - silence, self.check_heartbeat
+            )
             return
         super().check_heartbeat()
 
@@ -414,7 +416,9 @@ class BugzfeedAMQFactory(AMQFactory):
 
     protocol = BugzfeedAMQClient
 
-    def __init__(self, clock: Any, vhost: str = "/", heartbeat: int = 0, spec: str = SPEC_PATH) -> None:
+    def __init__(
+        self, clock: Any, vhost: str = "/", heartbeat: int = 0, spec: str = SPEC_PATH
+    ) -> None:
         # AMQFactory.__init__ would parse the spec again; share one.
         self._spec = loadSpec(spec)
         self._clock = clock
@@ -521,7 +525,9 @@ def brokerService(
         # retried after the backoff delay.
 
     return ClientService(
-        _ReportingEndpoint(HostnameEndpoint(reactor, address.host, address.port, timeout=30), address.url),
+        _ReportingEndpoint(
+            HostnameEndpoint(reactor, address.host, address.port, timeout=30), address.url
+        ),
         BugzfeedAMQFactory(reactor, vhost=address.vhost, heartbeat=heartbeat),
         retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=15.0),
         clock=reactor,

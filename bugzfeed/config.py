@@ -112,7 +112,9 @@ def checkExchange(option: str, exchange: str, maxBytes: int = MAX_NAME_BYTES) ->
     if not exchange.strip():
         raise usage.UsageError(f"--{option}: the exchange name must not be empty")
     if exchange.startswith("amq."):
-        raise usage.UsageError(f"--{option}: exchange names starting with amq. belong to the broker")
+        raise usage.UsageError(
+            f"--{option}: exchange names starting with amq. belong to the broker"
+        )
     if len(exchange.encode("utf-8")) > maxBytes:
         raise usage.UsageError(f"--{option}: the exchange name must be at most {maxBytes} bytes")
     return exchange

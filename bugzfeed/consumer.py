@@ -105,7 +105,11 @@ class StreamCursor:
                 error=str(e),
             )
             return
-        if self.replaying and message.sent is not None and message.sent.timestamp() < self._startedAt - CLOCK_SKEW:
+        if (
+            self.replaying
+            and message.sent is not None
+            and message.sent.timestamp() < self._startedAt - CLOCK_SKEW
+        ):
             # Sent before this node started: history to rebuild, not news.
             self.feed.remember(message.update)
         else:

@@ -65,9 +65,7 @@ class BugUpdate:
         return json.dumps(message, separators=(",", ":")).encode("utf-8")
 
 
-def encodePulseEnvelope(
-    bug: int, deltaTs: datetime, exchange: str, sent: datetime
-) -> bytes:
+def encodePulseEnvelope(bug: int, deltaTs: datetime, exchange: str, sent: datetime) -> bytes:
     """
     Wrap a change in Mozilla Pulse's envelope, so that existing Pulse
     consumers can read what the shim publishes.

@@ -98,7 +98,9 @@ class ReactorTimer:
     def __init__(self, reactor: IReactorTime) -> None:
         self._reactor = reactor
 
-    def call_later(self, delay: float, function: Callable[..., Any], *args: Any, **kwargs: Any) -> "_TimerCall":
+    def call_later(
+        self, delay: float, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> "_TimerCall":
         return _TimerCall(self._reactor.callLater(delay, function, *args, **kwargs))
 
 

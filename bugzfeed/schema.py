@@ -69,7 +69,7 @@ def triggerSQL(table: str = DEFAULT_TABLE) -> str:
         f"    RETURN NEW;\n"
         f"END;\n"
         f"$$ LANGUAGE plpgsql;\n"
-        f"CREATE OR REPLACE TRIGGER \"bugzfeed_notify\"\n"
+        f'CREATE OR REPLACE TRIGGER "bugzfeed_notify"\n'
         f"    AFTER INSERT OR UPDATE ON {quoted}\n"
         f"    FOR EACH ROW EXECUTE FUNCTION {function}();\n"
     )

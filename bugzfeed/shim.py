@@ -369,7 +369,9 @@ def publisherService(
     """
     @return: A service keeping the shim connected to the broker at C{url}.
     """
-    return brokerService(reactor, url, heartbeat, PublisherConnector(shim).prepareConnection, retryPolicy)
+    return brokerService(
+        reactor, url, heartbeat, PublisherConnector(shim).prepareConnection, retryPolicy
+    )
 
 
 class DatabaseService(Service):

@@ -150,7 +150,6 @@ class ShimService(MultiService):
         )
         super().startService()
 
-
     def stopService(self) -> Deferred:
         """
         Stop the database side first, letting in-flight confirms settle, and

@@ -102,8 +102,18 @@ class Options(EnvironmentOptions):
         ["history-count", None, "100000", "How many updates each feed remembers at most."],
         ["ping-interval", None, "30s", "Ping each client this often (0 switches pings off)."],
         ["ping-timeout", None, "30s", "Close a client that has not answered a ping in this time."],
-        ["handshake-timeout", None, "10s", "Close a client that has not finished its handshake in this time."],
-        ["max-message-size", None, "65536", "Largest client message in bytes; larger ones get close code 1009."],
+        [
+            "handshake-timeout",
+            None,
+            "10s",
+            "Close a client that has not finished its handshake in this time.",
+        ],
+        [
+            "max-message-size",
+            None,
+            "65536",
+            "Largest client message in bytes; larger ones get close code 1009.",
+        ],
     ]
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
@@ -187,7 +197,6 @@ class BugzfeedServer(MultiService):
             feeds=", ".join(f"{path}={exchange}" for path, exchange in self._config.feeds),
         )
         super().startService()
-
 
     def stopService(self) -> Deferred:
         """

@@ -14,7 +14,9 @@ def summarize(output: str) -> str:
         raise ValueError("trial printed no PASSED or FAILED line")
     counts = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", verdicts[-1][1])}
     passed = counts.get("successes", 0) + counts.get("expectedFailures", 0)
-    failed = counts.get("failures", 0) + counts.get("errors", 0) + counts.get("unexpectedSuccesses", 0)
+    failed = (
+        counts.get("failures", 0) + counts.get("errors", 0) + counts.get("unexpectedSuccesses", 0)
+    )
     return f"{passed} passed, {failed} failed, {counts.get('skips', 0)} skipped"
 
 

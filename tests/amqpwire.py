@@ -83,7 +83,9 @@ def methodFrame(client: AMQClient, channel: int, klass: str, method: str, **fiel
     Encode a method frame with txAMQP's stock encoder, not the client's.
     """
     spec = client.spec.classes.byname[klass].methods.byname[method]
-    args = [fields.pop(pythonize(field.name), MethodSpec.DEFAULTS[field.type]) for field in spec.fields]
+    args = [
+        fields.pop(pythonize(field.name), MethodSpec.DEFAULTS[field.type]) for field in spec.fields
+    ]
     if fields:
         raise TypeError(f"unknown fields {sorted(fields)}")
     return FrameReceiver._pack_frame(client, Frame(channel, Method(spec, *args)))
@@ -122,6 +124,12 @@ def sentArguments(pump: AMQPump, channel: int, name: str) -> dict:
     """
     for frame in reversed(pump.outgoing.get(channel, [])):
         payload = frame.payload
-        if payload.type == Frame.METHOD and f"{payload.method.klass.name}.{payload.method.name}" == name:
-            return {pythonize(field.name): arg for field, arg in zip(payload.method.fields, payload.args)}
+        if (
+            payload.type == Frame.METHOD
+            and f"{payload.method.klass.name}.{payload.method.name}" == name
+        ):
+            return {
+                pythonize(field.name): arg
+                for field, arg in zip(payload.method.fields, payload.args)
+            }
     raise AssertionError(f"{name} was not sent on channel {channel}")

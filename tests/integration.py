@@ -54,7 +54,9 @@ def requireServices() -> None:
     """
     Skip (or, under CI, fail) when PostgreSQL or RabbitMQ is not running.
     """
-    missing = [name for name, port in [("PostgreSQL", 5432), ("RabbitMQ", 5672)] if not _reachable(port)]
+    missing = [
+        name for name, port in [("PostgreSQL", 5432), ("RabbitMQ", 5672)] if not _reachable(port)
+    ]
     if missing:
         message = f"{' and '.join(missing)} not reachable on 127.0.0.1"
         if os.environ.get("CI") == "true":

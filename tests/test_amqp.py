@@ -18,6 +18,13 @@ from txamqp.connection import Frame
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel
 
+from bugzfeed.amqp import (
+    SPEC_PATH,
+    BrokerAddress,
+    BugzfeedAMQClient,
+    BugzfeedAMQFactory,
+    loadSpec,
+)
 from tests.amqpwire import (
     WireAMQPump,
     bodyFrame,
@@ -29,19 +36,12 @@ from tests.amqpwire import (
     sentMethods,
     table,
 )
-from bugzfeed.amqp import (
-    SPEC_PATH,
-    BugzfeedAMQClient,
-    BugzfeedAMQFactory,
-    BrokerAddress,
-    loadSpec,
-)
-
 
 DEBIAN_SPEC = "/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml"
 SPEC_TOOL = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "make_amqp_spec.py"
 )
+
 
 class FieldTableCodecTests(SynchronousTestCase):
     """
@@ -174,7 +174,6 @@ class FieldTableCodecTests(SynchronousTestCase):
         self.assertEqual(decodeTable(encodeTable(value)), value)
 
 
-
 class BugzfeedAMQClientTests(SynchronousTestCase):
     """
     A client built by L{BugzfeedAMQFactory} on a L{Clock}, connected to an
@@ -249,7 +248,8 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         [(channel, message)] = self.delivered
         self.assertEqual(channel.id, 1)
         self.assertEqual(
-            (message.consumer_tag, message.delivery_tag, message.routing_key), ("bugzfeed-1", 5, "1")
+            (message.consumer_tag, message.delivery_tag, message.routing_key),
+            ("bugzfeed-1", 5, "1"),
         )
         self.assertEqual(message.content.properties, {"headers": {"x-stream-offset": 2**40}})
         self.assertEqual(message.content.body, body)
@@ -292,7 +292,13 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         C{onReturn} with its body.
         """
         self.pump.pumpMethod(
-            1, "basic", "return", reply_code=312, reply_text="NO_ROUTE", exchange="e", routing_key="42"
+            1,
+            "basic",
+            "return",
+            reply_code=312,
+            reply_text="NO_ROUTE",
+            exchange="e",
+            routing_key="42",
         )
         self.pump.pumpHeader(1, "basic", 0, 4)
         self.pump.pumpBody(1, b"body")
@@ -312,7 +318,6 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         self.assertEqual(self.sentMethods(1), [])
         self.assertStillConnected()
 
-
     def test_brokerCancelAnswered(self) -> None:
         """
         A C{basic.cancel} from the broker without C{no-wait} is answered
@@ -322,7 +327,6 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         self.assertEqual(self.sentMethods(1), ["basic.cancel-ok"])
         self.assertEqual(self.pump.outgoing[1][0].payload.args, ("bugzfeed-1",))
         self.assertEqual(self.cancelled, ["bugzfeed-1"])
-
 
     def test_brokerCancelWithoutHandlerCloses(self) -> None:
         """
@@ -340,7 +344,9 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         acknowledged with C{channel.close-ok}, then the whole connection is
         closed, so that L{ClientService} reconnects.
         """
-        self.pump.channel(1).channel_close(reply_code=404, reply_text="NOT_FOUND", class_id=50, method_id=10)
+        self.pump.channel(1).channel_close(
+            reply_code=404, reply_text="NOT_FOUND", class_id=50, method_id=10
+        )
         self.assertEqual(self.sentMethods(1), ["channel.close-ok"])
         self.assertFalse(self.pump.connected)
         self.assertTrue(self.client.closed)
@@ -351,8 +357,12 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         to it with the broker's reason, and the connection stays open.
         """
         closed: List[Tuple[AMQChannel, Any]] = []
-        self.client.setHandlers(onChannelClosed=lambda channel, reason: closed.append((channel, reason)))
-        self.pump.channel(1).channel_close(reply_code=404, reply_text="NOT_FOUND", class_id=50, method_id=10)
+        self.client.setHandlers(
+            onChannelClosed=lambda channel, reason: closed.append((channel, reason))
+        )
+        self.pump.channel(1).channel_close(
+            reply_code=404, reply_text="NOT_FOUND", class_id=50, method_id=10
+        )
         [(channel, reason)] = closed
         self.assertEqual(channel.id, 1)
         self.assertEqual(reason.value.reply_code, 404)
@@ -372,12 +382,15 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
         """
         d = client.start({"LOGIN": "guest", "PASSWORD": "guest"})
         broker = pump.channel(0)
-        broker.connection_start(version_major=0, version_minor=9, mechanisms="AMQPLAIN", locales="en_US")
+        broker.connection_start(
+            version_major=0, version_minor=9, mechanisms="AMQPLAIN", locales="en_US"
+        )
         broker.connection_tune(channel_max=0, frame_max=131072, heartbeat=heartbeat)
         broker.connection_open_ok()
         self.successResultOf(d)
         self.assertEqual(
-            [frame.payload.method.name for frame in pump.outgoing[0]], ["start-ok", "tune-ok", "open"]
+            [frame.payload.method.name for frame in pump.outgoing[0]],
+            ["start-ok", "tune-ok", "open"],
         )
 
     def test_heartbeatSentOnClock(self) -> None:
@@ -487,7 +500,9 @@ class SpecTests(SynchronousTestCase):
         self.assertEqual((spec.major, spec.minor), (0, 9))
         self.assertIn("select", spec.classes.byname["confirm"].methods.byname)
         nack = spec.classes.byname["basic"].methods.byname["nack"]
-        self.assertEqual([field.name for field in nack.fields], ["delivery-tag", "multiple", "requeue"])
+        self.assertEqual(
+            [field.name for field in nack.fields], ["delivery-tag", "multiple", "requeue"]
+        )
 
     def test_committedSpecIsGenerated(self) -> None:
         """

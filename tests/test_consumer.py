@@ -126,8 +126,14 @@ class FeedConsumerTests(SynchronousTestCase):
         headers = table(("x-stream-offset", b"l", offset.to_bytes(8, "big", signed=True)))
         self.pump.receive(
             methodFrame(
-                self.client, channel, "basic", "deliver",
-                consumer_tag=f"bugzfeed-{channel}", delivery_tag=deliveryTag, exchange="e", routing_key="1",
+                self.client,
+                channel,
+                "basic",
+                "deliver",
+                consumer_tag=f"bugzfeed-{channel}",
+                delivery_tag=deliveryTag,
+                exchange="e",
+                routing_key="1",
             )
             + headerFrame(channel, len(body), headers)
             + bodyFrame(channel, body)
@@ -145,18 +151,35 @@ class FeedConsumerTests(SynchronousTestCase):
         self.assertTrue(self.consumer.consuming)
         self.assertEqual(
             sentMethods(self.pump, 2),
-            ["channel.open", "basic.qos", "exchange.declare", "queue.declare", "queue.bind", "basic.consume"],
+            [
+                "channel.open",
+                "basic.qos",
+                "exchange.declare",
+                "queue.declare",
+                "queue.bind",
+                "basic.consume",
+            ],
         )
         exchange = sentArguments(self.pump, 2, "exchange.declare")
-        self.assertEqual((exchange["exchange"], exchange["type"], exchange["durable"]), ("exchange/test/dev", "topic", True))
+        self.assertEqual(
+            (exchange["exchange"], exchange["type"], exchange["durable"]),
+            ("exchange/test/dev", "topic", True),
+        )
         declare = sentArguments(self.pump, 2, "queue.declare")
-        self.assertEqual((declare["queue"], declare["durable"]), ("bugzfeed.exchange/test/dev", True))
+        self.assertEqual(
+            (declare["queue"], declare["durable"]), ("bugzfeed.exchange/test/dev", True)
+        )
         self.assertEqual(declare["arguments"]["x-queue-type"], "stream")
         bind = sentArguments(self.pump, 2, "queue.bind")
-        self.assertEqual((bind["queue"], bind["exchange"], bind["routing_key"]), (declare["queue"], "exchange/test/dev", "#"))
+        self.assertEqual(
+            (bind["queue"], bind["exchange"], bind["routing_key"]),
+            (declare["queue"], "exchange/test/dev", "#"),
+        )
         self.assertGreater(sentArguments(self.pump, 2, "basic.qos")["prefetch_count"], 0)
         consume = sentArguments(self.pump, 2, "basic.consume")
-        self.assertEqual((consume["no_ack"], consume["arguments"]), (False, {"x-stream-offset": "3600s"}))
+        self.assertEqual(
+            (consume["no_ack"], consume["arguments"]), (False, {"x-stream-offset": "3600s"})
+        )
 
     def test_deliveryReachesItsFeedAndIsAcked(self) -> None:
         """

@@ -57,7 +57,10 @@ class ServiceTestCase(IntegrationTestCase):
         port = freePort()
         server = BugzfeedServer(
             ServerConfig(
-                listen=f"tcp:{port}:interface=127.0.0.1", amqp=AMQP_URL, heartbeat=5, feeds=tuple(feeds)
+                listen=f"tcp:{port}:interface=127.0.0.1",
+                amqp=AMQP_URL,
+                heartbeat=5,
+                feeds=tuple(feeds),
             ),
             reactor,
         )
@@ -69,7 +72,9 @@ class ServiceTestCase(IntegrationTestCase):
         yield server.consumer.whenConsuming()
         return port
 
-    def startShim(self, database: Any, exchange: str, pollInterval: float = 0.5, trigger: bool = True) -> ShimService:
+    def startShim(
+        self, database: Any, exchange: str, pollInterval: float = 0.5, trigger: bool = True
+    ) -> ShimService:
         shim = ShimService(
             ShimConfig(
                 database=database.dsn,
@@ -118,7 +123,9 @@ class EndToEndTests(ServiceTestCase):
 
         database.insert(1001, when(1))
         update = yield alice.next()
-        self.assertEqual((update["command"], update["bug"], update["when"]), ("update", 1001, iso(when(1))))
+        self.assertEqual(
+            (update["command"], update["bug"], update["when"]), ("update", 1001, iso(when(1)))
+        )
         self.assertIsInstance(update["seq"], int)
         yield waitFor(lambda: database.count() == 0, what="the confirmed row to be deleted")
 
@@ -275,9 +282,16 @@ class FaultTests(ServiceTestCase):
         yield self.nextUpdate(client, 6001)
 
         self.assertEqual(database.killShimBackends(), 1)
-        yield waitFor(lambda: database.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (database.applicationName,)
-        )[0][0] == 1, what="the shim to reconnect")
+        yield waitFor(
+            lambda: (
+                database.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (database.applicationName,),
+                )[0][0]
+                == 1
+            ),
+            what="the shim to reconnect",
+        )
         # The poll interval is 30 s: only a renewed LISTEN delivers this soon.
         yield waitFor(lambda: shim.shim.idle, what="the shim to settle")
         database.insert(6002, when(2))
@@ -304,7 +318,9 @@ class BrokerLoginTests(IntegrationTestCase):
         self.addCleanup(service.stopService)
 
         def refusals() -> List[Any]:
-            return [event for event in events if "refused the connection" in event.get("log_format", "")]
+            return [
+                event for event in events if "refused the connection" in event.get("log_format", "")
+            ]
 
         yield waitFor(lambda: len(refusals()) >= 2, what="two refused logins")
         self.assertIn("ACCESS_REFUSED", refusals()[0]["reason"])
@@ -377,14 +393,24 @@ class TwistdTests(IntegrationTestCase):
         database = self.database()
         port = freePort()
         server = self.spawn(
-            "bugzfeed", "--listen", f"tcp:{port}:interface=127.0.0.1", "--amqp", AMQP_URL, "--feed", f"/={exchange}"
+            "bugzfeed",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--amqp",
+            AMQP_URL,
+            "--feed",
+            f"/={exchange}",
         )
         shim = self.spawn(
             "bugzfeed-shim",
-            "--database", database.dsn,
-            "--amqp", AMQP_URL,
-            "--exchange", exchange,
-            "--table", database.table,
+            "--database",
+            database.dsn,
+            "--amqp",
+            AMQP_URL,
+            "--exchange",
+            exchange,
+            "--table",
+            database.table,
             "--install-trigger",
         )
         client = yield self.client(port, timeout=30)
@@ -402,6 +428,8 @@ class TwistdTests(IntegrationTestCase):
             reason = yield daemon.ended.addTimeout(20, reactor)
             # twistd exits by re-raising the signal that stopped it.
             self.assertIn(
-                (reason.exitCode, reason.signal), [(0, None), (None, signal.SIGTERM)], daemon.output.decode()[-2000:]
+                (reason.exitCode, reason.signal),
+                [(0, None), (None, signal.SIGTERM)],
+                daemon.output.decode()[-2000:],
             )
             self.assertNotIn(b"Traceback", daemon.output, daemon.output.decode()[-4000:])

@@ -24,7 +24,9 @@ class AnswerTests(SynchronousTestCase):
 
     def send(self, message: Any, isBinary: bool = False) -> List[Dict[str, Any]]:
         payload = message if isinstance(message, bytes) else json.dumps(message).encode()
-        return [json.loads(frame) for frame in answer(payload, isBinary, self.subscriber, self.feed)]
+        return [
+            json.loads(frame) for frame in answer(payload, isBinary, self.subscriber, self.feed)
+        ]
 
     def assertError(self, message: Any, command: Any, error: str, isBinary: bool = False) -> None:
         self.assertEqual(
@@ -48,7 +50,12 @@ class AnswerTests(SynchronousTestCase):
         C{bugs} may be a list, one number, or a numeric string, as existing
         clients send.
         """
-        for bugs, expected in [([1, "2"], [1, 2]), (3, [1, 2, 3]), ("4", [1, 2, 3, 4]), (" 5 ", [1, 2, 3, 4, 5])]:
+        for bugs, expected in [
+            ([1, "2"], [1, 2]),
+            (3, [1, 2, 3]),
+            ("4", [1, 2, 3, 4]),
+            (" 5 ", [1, 2, 3, 4, 5]),
+        ]:
             self.assertEqual(self.send({"command": "subscribe", "bugs": bugs})[0]["bugs"], expected)
 
     def test_invalidBugIds(self) -> None:
@@ -56,9 +63,24 @@ class AnswerTests(SynchronousTestCase):
         A bug id that is not an integer gets the original error text, and
         nothing is subscribed.
         """
-        for bad in [None, True, "abc", 1.5, {"a": 1}, [[1]], "", "1.5", float("nan"), "1" + "0" * 5000, "\u0661", "+5"]:
+        for bad in [
+            None,
+            True,
+            "abc",
+            1.5,
+            {"a": 1},
+            [[1]],
+            "",
+            "1.5",
+            float("nan"),
+            "1" + "0" * 5000,
+            "\u0661",
+            "+5",
+        ]:
             self.assertError(
-                {"command": "subscribe", "bugs": [5, bad]}, "subscribe", "invalid bug id; must be integer"
+                {"command": "subscribe", "bugs": [5, bad]},
+                "subscribe",
+                "invalid bug id; must be integer",
             )
         self.assertEqual(self.feed.registry.subscriberCount, 0)
 
@@ -68,8 +90,12 @@ class AnswerTests(SynchronousTestCase):
         """
         for bad in [0, -1, 2**31, 10**30]:
             reply = self.send({"command": "subscribe", "bugs": bad})[0]
-            self.assertEqual((reply["result"], reply["error"].startswith("invalid bug id")), ("error", True))
-        self.assertEqual(self.send({"command": "subscribe", "bugs": 2**31 - 1})[0]["bugs"], [2**31 - 1])
+            self.assertEqual(
+                (reply["result"], reply["error"].startswith("invalid bug id")), ("error", True)
+            )
+        self.assertEqual(
+            self.send({"command": "subscribe", "bugs": 2**31 - 1})[0]["bugs"], [2**31 - 1]
+        )
 
     def test_missingBugs(self) -> None:
         """
@@ -128,7 +154,12 @@ class AnswerTests(SynchronousTestCase):
             reply = self.send(frame)
             self.assertEqual((reply[0]["command"], reply[0]["result"]), (None, "error"))
         self.assertError({"bugs": [1]}, None, "missing mandatory arg: 'command'")
-        self.assertError(b'{"command": "version"}', None, "invalid message; binary frames are not supported", isBinary=True)
+        self.assertError(
+            b'{"command": "version"}',
+            None,
+            "invalid message; binary frames are not supported",
+            isBinary=True,
+        )
 
     def test_sinceSendsRememberedUpdatesOldestFirst(self) -> None:
         """
@@ -141,7 +172,11 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(frames[0], {"command": "subscribe", "result": "ok", "bugs": [1, 2]})
         self.assertEqual(
             [(f["bug"], f["when"], f["seq"]) for f in frames[1:]],
-            [(2, "2014-04-03T01:00:00", 11), (1, "2014-04-03T01:00:00", 12), (1, "2014-04-03T03:00:00", 10)],
+            [
+                (2, "2014-04-03T01:00:00", 11),
+                (1, "2014-04-03T01:00:00", 12),
+                (1, "2014-04-03T03:00:00", 10),
+            ],
         )
 
     def test_sinceWithZoneIsConvertedToUTC(self) -> None:
@@ -149,9 +184,13 @@ class AnswerTests(SynchronousTestCase):
         A C{since} with a zone is compared in UTC.
         """
         self.feed.receive(BugUpdate(1, datetime(2014, 4, 3, 10), 1))
-        frames = self.send({"command": "subscribe", "bugs": [1], "since": "2014-04-03T11:00:00+02:00"})
+        frames = self.send(
+            {"command": "subscribe", "bugs": [1], "since": "2014-04-03T11:00:00+02:00"}
+        )
         self.assertEqual(len(frames), 2)
-        frames = self.send({"command": "subscribe", "bugs": [1], "since": "2014-04-03T11:00:00+00:00"})
+        frames = self.send(
+            {"command": "subscribe", "bugs": [1], "since": "2014-04-03T11:00:00+00:00"}
+        )
         self.assertEqual(len(frames), 1)
 
     def test_emptySinceMeansNoCatchUp(self) -> None:
@@ -160,7 +199,9 @@ class AnswerTests(SynchronousTestCase):
         """
         self.feed.receive(BugUpdate(1, datetime(2014, 4, 3, 10), 1))
         for since in ["", None]:
-            self.assertEqual(len(self.send({"command": "subscribe", "bugs": [1], "since": since})), 1)
+            self.assertEqual(
+                len(self.send({"command": "subscribe", "bugs": [1], "since": since})), 1
+            )
 
     def test_invalidSince(self) -> None:
         """

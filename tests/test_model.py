@@ -40,7 +40,9 @@ class BugUpdateTests(SynchronousTestCase):
         """
         zoned = datetime(2014, 4, 3, 23, 13, 45, 999, tzinfo=timezone(timedelta(hours=2)))
         self.assertEqual(toUTC(zoned), datetime(2014, 4, 3, 21, 13, 45))
-        self.assertEqual(toUTC(datetime(2014, 4, 3, 21, 13, 45, 5)), datetime(2014, 4, 3, 21, 13, 45))
+        self.assertEqual(
+            toUTC(datetime(2014, 4, 3, 21, 13, 45, 5)), datetime(2014, 4, 3, 21, 13, 45)
+        )
 
 
 class PulseEnvelopeTests(SynchronousTestCase):
@@ -74,7 +76,8 @@ class PulseEnvelopeTests(SynchronousTestCase):
         changed = datetime(2014, 4, 3, 23, 13, 45, tzinfo=timezone(timedelta(hours=2)))
         body = encodePulseEnvelope(7, changed, "x", datetime.now(timezone.utc))
         self.assertEqual(
-            decodePulseEnvelope(body, seq=3).update, BugUpdate(7, datetime(2014, 4, 3, 21, 13, 45), 3)
+            decodePulseEnvelope(body, seq=3).update,
+            BugUpdate(7, datetime(2014, 4, 3, 21, 13, 45), 3),
         )
 
     def test_sentTime(self) -> None:

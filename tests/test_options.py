@@ -5,8 +5,8 @@ the twistd plugins.
 
 from zoneinfo import ZoneInfo
 
-from twisted.plugin import getPlugins
 from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -38,7 +38,9 @@ class ServerOptionsTests(SynchronousTestCase):
             config.feeds,
             (("/", "exchange/bugzilla/simple"), ("/dev/", "exchange/bugzilla/simple/dev")),
         )
-        self.assertEqual((config.listen, config.history, config.historyCount), ("tcp:8844", 86400, 100000))
+        self.assertEqual(
+            (config.listen, config.history, config.historyCount), ("tcp:8844", 86400, 100000)
+        )
 
     def test_feedsReplaceDefaults(self) -> None:
         """
@@ -91,7 +93,13 @@ class ShimOptionsTests(SynchronousTestCase):
         """
         config = shimConfig([])
         self.assertEqual(
-            (config.database, config.table, config.exchange, config.pollInterval, config.dbTimezone),
+            (
+                config.database,
+                config.table,
+                config.exchange,
+                config.pollInterval,
+                config.dbTimezone,
+            ),
             ("dbname=bugs", "push_notify", "exchange/bugzilla/simple", 1.0, ZoneInfo("UTC")),
         )
         self.assertFalse(config.installTrigger)
@@ -105,7 +113,13 @@ class ShimOptionsTests(SynchronousTestCase):
             {"BUGZFEED_POLL_INTERVAL": "250", "BUGZFEED_DATABASE": "dbname=x"},
         )
         self.assertEqual(
-            (config.table, config.installTrigger, config.dbTimezone, config.pollInterval, config.database),
+            (
+                config.table,
+                config.installTrigger,
+                config.dbTimezone,
+                config.pollInterval,
+                config.database,
+            ),
             ("bugs.push_notify", True, ZoneInfo("Europe/Berlin"), 250.0, "dbname=x"),
         )
 
@@ -146,7 +160,9 @@ class HelperTests(SynchronousTestCase):
         """
         self.assertEqual(redactURL("amqp://u:secret@h:5672/v"), "amqp://u:***@h:5672/v")
         self.assertEqual(redactURL("amqp://h/"), "amqp://h/")
-        self.assertEqual(redactDSN("host=h password=secret dbname=x"), "host=h password=*** dbname=x")
+        self.assertEqual(
+            redactDSN("host=h password=secret dbname=x"), "host=h password=*** dbname=x"
+        )
         self.assertEqual(redactDSN("password='a b' dbname=x"), "password=*** dbname=x")
         self.assertEqual(redactDSN("postgresql://u:secret@h/db"), "postgresql://u:***@h/db")
 

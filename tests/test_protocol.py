@@ -35,6 +35,7 @@ PING_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 5.0
 MAX_MESSAGE_SIZE = 1024
 
+
 def ok(command: str, **fields: Any) -> dict:
     return {"command": command, "result": "ok", **fields}
 
@@ -116,7 +117,9 @@ class FeedServerProtocolTests(SynchronousTestCase):
         response = client.open("/dev/", key="dGhlIHNhbXBsZSBub25jZQ==")
         self.assertEqual(response.status, 101)
         self.assertEqual(response.headers["upgrade"].lower(), "websocket")
-        self.assertEqual(response.headers["sec-websocket-accept"], acceptFor("dGhlIHNhbXBsZSBub25jZQ=="))
+        self.assertEqual(
+            response.headers["sec-websocket-accept"], acceptFor("dGhlIHNhbXBsZSBub25jZQ==")
+        )
         # The example of RFC 6455, section 1.3.
         self.assertEqual(acceptFor("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
         self.assertFalse(client.disconnected)
@@ -329,9 +332,7 @@ class FeedServerProtocolTests(SynchronousTestCase):
         leaving.sendJSON({"command": "subscribe", "bugs": [1, 2]})
         staying.sendJSON({"command": "subscribe", "bugs": [2, 3]})
         self.closeClient(leaving)
-        self.assertEqual(
-            (self.feed.registry.subscriberCount, self.feed.registry.bugCount), (1, 2)
-        )
+        self.assertEqual((self.feed.registry.subscriberCount, self.feed.registry.bugCount), (1, 2))
         self.assertEqual(self.feed.registry.subscribers(1), set())
         self.assertEqual(self.feed.registry.subscribers(2), {staying.protocol})
         self.assertEqual(self.feed.registry.subscriptions(leaving.protocol), [])
@@ -413,7 +414,6 @@ class FeedServerProtocolTests(SynchronousTestCase):
         self.assertTrue(client.transport.disconnected, "expected an abort")
         self.assertEqual(client.transport.value(), b"")
 
-
     def test_completedHandshakeNotTimedOut(self) -> None:
         """
         Completing the opening handshake cancels its timeout.
@@ -422,7 +422,6 @@ class FeedServerProtocolTests(SynchronousTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 1, "expected only the keep-alive ping")
         self.clock.advance(HANDSHAKE_TIMEOUT)
         self.assertFalse(client.transport.disconnecting)
-
 
     def receivePing(self, client: InMemoryWebSocketClient) -> bytes:
         """
@@ -452,7 +451,6 @@ class FeedServerProtocolTests(SynchronousTestCase):
         client.deliverDisconnect()
         self.assertTrue(client.disconnected)
         self.assertRegistryEmpty(self.feed)
-
 
     def test_trafficWithoutPongStillTimesOut(self) -> None:
         """
@@ -528,4 +526,3 @@ class FeedServerProtocolTests(SynchronousTestCase):
         frames = client.receive()
         self.assertEqual([frame.opcode for frame in frames], [PING])
         self.assertNotEqual(frames[0].payload, payload)
-

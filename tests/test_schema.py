@@ -17,7 +17,10 @@ class SchemaTests(SynchronousTestCase):
         C{sql/} holds exactly what the shim would install for the default
         table (regenerate with bugzfeed.schema if this fails).
         """
-        for name, rendered in [("push_notify.sql", tableSQL()), ("notify_trigger.sql", triggerSQL())]:
+        for name, rendered in [
+            ("push_notify.sql", tableSQL()),
+            ("notify_trigger.sql", triggerSQL()),
+        ]:
             with open(os.path.join(SQL, name)) as f:
                 self.assertEqual(f.read(), rendered, name)
 

@@ -4,8 +4,8 @@ Tests for L{bugzfeed.subscriptions}.
 
 from datetime import datetime
 
-from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 

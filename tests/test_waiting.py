@@ -16,7 +16,9 @@ class WaitersTests(SynchronousTestCase):
         first, second = waiters.wait(), waiters.wait()
         self.assertNoResult(first)
         waiters.fire("done")
-        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), ("done", "done"))
+        self.assertEqual(
+            (self.successResultOf(first), self.successResultOf(second)), ("done", "done")
+        )
 
     def test_laterWaitersWaitForTheNextFire(self) -> None:
         """
