@@ -16,5 +16,5 @@ setup(
         "attrs>=22.2",
         "zope.interface",
     ],
-    extras_require={"test": ["hypothesis>=6"]},
+    extras_require={"test": ["hypothesis>=6", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.4"]},
 )

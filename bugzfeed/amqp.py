@@ -31,7 +31,7 @@ import attr
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 from txamqp.client import TwistedDelegate
 from txamqp.codec import Codec
@@ -179,7 +179,7 @@ def _decodeHeader(spec: Spec, codec: Codec) -> Header:
     klass = spec.classes.byid[inner.decode_short()]
     weight = inner.decode_short()
     size = inner.decode_longlong()
-    present = []
+    present: List[bool] = []
     while True:
         flags = inner.decode_short()
         present.extend(bool(flags >> bit & 1) for bit in range(15, 0, -1))
@@ -210,6 +210,8 @@ class BugzfeedAMQClient(AMQClient):
     """
 
     _log = Logger()
+    # Made by AMQClient when heartbeats are on.
+    checkHB: IDelayedCall
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -487,7 +489,7 @@ def brokerService(
     reactor: Any,
     url: str,
     heartbeat: int,
-    prepare: Callable[[BugzfeedAMQClient], Any],
+    prepare: Callable[[Any], Any],
     retryPolicy: Any = None,
 ) -> ClientService:
     """
@@ -503,7 +505,8 @@ def brokerService(
     address = BrokerAddress.fromURL(url)
 
     @inlineCallbacks
-    def prepareConnection(client: BugzfeedAMQClient) -> Any:
+    def prepareConnection(client: Any) -> Any:
+        # A proxy of a BugzfeedAMQClient (ClientService wraps protocols).
         try:
             yield client.authenticate(address.username, address.password)
         except Exception as e:

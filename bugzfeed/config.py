@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, Optional
+from typing import Any, List, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.python import usage
@@ -44,6 +44,8 @@ class EnvironmentOptions(usage.Options):
     Options whose parameters default to C{BUGZFEED_*} environment variables
     when set; the command line still wins.
     """
+
+    optParameters: List[List[Any]] = []
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
         super().__init__()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.types import ConnectionDeny
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -36,8 +36,10 @@ class FeedServerProtocol(WebSocketServerProtocol):
     # Autobahn owns .log
     _log = Logger()
     feed: Optional[Feed] = None
+    # Set by Autobahn from the factory's protocol options.
+    maxMessagePayloadSize: int
 
-    def onConnect(self, request):  # type: ignore[no-untyped-def]
+    def onConnect(self, request: ConnectionRequest) -> None:
         feed = self.factory.feedAt(request.path)
         if feed is None:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "no feed at this path")
@@ -46,18 +48,20 @@ class FeedServerProtocol(WebSocketServerProtocol):
         return None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.feed is None:  # Autobahn delivers messages only after onConnect.
+            return
         try:
             frames = answer(payload, isBinary, self, self.feed)
         except Exception:
             self._log.failure("Answering {peer} failed", peer=self.peer)
             frames = [errorReply(None, "internal error")]
         for frame in frames:
-            self._send(frame)
+            self._sendToClient(frame)
 
     def sendUpdate(self, payload: bytes) -> None:
-        self._send(payload)
+        self._sendToClient(payload)
 
-    def _send(self, payload: bytes) -> None:
+    def _sendToClient(self, payload: bytes) -> None:
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return
         # Autobahn holds outgoing messages to the incoming size limit too;
@@ -121,7 +125,7 @@ class FeedServerFactory(WebSocketServerFactory):
 
     protocol = FeedServerProtocol
 
-    def __init__(self, feeds: Iterable[Feed], reactor) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, feeds: Iterable[Feed], reactor: IReactorTime) -> None:
         super().__init__(reactor=reactor)
         self.feeds: Mapping[str, Feed] = {normalizePath(feed.path): feed for feed in feeds}
 
@@ -180,7 +184,7 @@ class FeedServerFactory(WebSocketServerFactory):
 
 def makeFactory(
     feeds: Iterable[Feed],
-    reactor,  # type: ignore[no-untyped-def]
+    reactor: IReactorTime,
     pingInterval: float,
     pingTimeout: float,
     handshakeTimeout: float,

@@ -4,8 +4,10 @@ House rules that a reviewer would otherwise have to remember.
 
 import os
 import re
+import subprocess
+import sys
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import bugzfeed
 
@@ -31,3 +33,38 @@ class StyleTests(SynchronousTestCase):
             ):
                 offenders.append(name)
         self.assertEqual(offenders, [])
+
+    def run_tool(self, *argv: str) -> str:
+        """
+        Run a checker on the tree; skip when it is not installed, except
+        under CI.
+        """
+        try:
+            __import__(argv[0].replace("-", "_"))
+        except ImportError:
+            if os.environ.get("CI") == "true":
+                raise
+            raise SkipTest(f"{argv[0]} is not installed (pip install -e .[test])")
+        result = subprocess.run(
+            [sys.executable, "-m", *argv],
+            cwd=os.path.dirname(PACKAGE),
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return result.stdout
+
+    def test_typesCheck(self) -> None:
+        """
+        The package is mypy clean (settings in pyproject.toml).
+        """
+        self.run_tool("mypy", "bugzfeed")
+
+    def test_lintAndFormat(self) -> None:
+        """
+        ruff finds nothing to fix, and the code is formatted.
+        """
+        self.run_tool("ruff", "check", "bugzfeed", "tests", "scripts", "tools", "twisted")
+        self.run_tool(
+            "ruff", "format", "--check", "bugzfeed", "tests", "scripts", "tools", "twisted"
+        )
