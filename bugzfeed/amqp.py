@@ -503,6 +503,11 @@ def brokerService(
     is retried like a dropped connection.
     """
     address = BrokerAddress.fromURL(url)
+    backoff = _SetbackBackoff(retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=15.0))
+
+    def setback(client: Any) -> None:
+        backoff.setbacks += 1
+        client.transport.loseConnection()
 
     @inlineCallbacks
     def prepareConnection(client: Any) -> Any:
@@ -515,27 +520,45 @@ def brokerService(
                 broker=address.url,
                 reason=_describe(e),
             )
-            client.transport.loseConnection()
+            setback(client)
             return
         try:
             yield prepare(client)
         except Exception:
             _log.failure("Setting up the connection to {broker} failed", broker=address.url)
-            client.transport.loseConnection()
-        # Either way, succeed: ClientService (Twisted 26) has no transition
-        # for a connection lost after a failed preparation and logs an
-        # error; a connection that "succeeded" and then drops is simply
-        # retried after the backoff delay.
+            setback(client)
+            return
+        backoff.setbacks = 0
+        # Succeed even after a setback: ClientService (Twisted 26) has no
+        # transition for a connection lost during or after a failed
+        # preparation, and logs an error; a connection that "succeeded" and
+        # then drops is retried, after a delay the setbacks keep growing.
 
     return ClientService(
         _ReportingEndpoint(
             HostnameEndpoint(reactor, address.host, address.port, timeout=30), address.url
         ),
         BugzfeedAMQFactory(reactor, vhost=address.vhost, heartbeat=heartbeat),
-        retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=15.0),
+        retryPolicy=backoff,
         clock=reactor,
         prepareConnection=prepareConnection,
     )
+
+
+class _SetbackBackoff:
+    """
+    A retry policy that also counts setbacks: connections that opened but
+    could not be used (a refused login, a failed declaration).
+    L{ClientService} counts only failed connection attempts, so without this
+    such a broker would be retried at the shortest delay forever.
+    """
+
+    def __init__(self, policy: Callable[[int], float]) -> None:
+        self._policy = policy
+        self.setbacks = 0
+
+    def __call__(self, failedAttempts: int) -> float:
+        return self._policy(failedAttempts + self.setbacks)
 
 
 @implementer(IStreamClientEndpoint)

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twisted.python import usage
 
+from bugzfeed.model import MAX_EXCHANGE_BYTES
+
 ENVIRONMENT_PREFIX = "BUGZFEED_"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdD]?)\s*$")
@@ -102,13 +104,11 @@ class EnvironmentOptions(usage.Options):
 #: AMQP's limit on a heartbeat interval (an unsigned short).
 MAX_HEARTBEAT = 65535
 
-#: AMQP's limit on exchange and queue names, in bytes.
-MAX_NAME_BYTES = 255
 
-
-def checkExchange(option: str, exchange: str, maxBytes: int = MAX_NAME_BYTES) -> str:
+def checkExchange(option: str, exchange: str, maxBytes: int = MAX_EXCHANGE_BYTES) -> str:
     """
-    @return: C{exchange}, checked to be a name the broker accepts.
+    @return: C{exchange}, checked to be a name the broker accepts, and short
+        enough that the server's stream for it has a valid name too.
     @raise usage.UsageError: If it is not.
     """
     if not exchange.strip():

@@ -8,19 +8,8 @@ from __future__ import annotations
 import attr
 
 from bugzfeed.history import UpdateHistory
-from bugzfeed.model import BugUpdate
+from bugzfeed.model import BugUpdate, streamName
 from bugzfeed.subscriptions import SubscriptionRegistry
-
-#: Prefix of the stream a feed reads; the rest is the exchange name, so two
-#: exchanges never share a stream.
-STREAM_PREFIX = "bugzfeed."
-
-
-def streamName(exchange: str) -> str:
-    """
-    @return: The name of the RabbitMQ stream bound to C{exchange}.
-    """
-    return STREAM_PREFIX + exchange
 
 
 @attr.s(eq=False, slots=True, auto_attribs=True)

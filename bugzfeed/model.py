@@ -15,6 +15,24 @@ import attr
 MAX_BUG_ID = 2**31 - 1
 
 
+#: Prefix of the stream that carries an exchange's updates to the server;
+#: the rest is the exchange name, so two exchanges never share a stream.
+STREAM_PREFIX = "bugzfeed."
+
+#: AMQP's limit on exchange and queue names, in bytes.
+MAX_NAME_BYTES = 255
+
+#: The longest exchange name whose stream name still fits.
+MAX_EXCHANGE_BYTES = MAX_NAME_BYTES - len(STREAM_PREFIX)
+
+
+def streamName(exchange: str) -> str:
+    """
+    @return: The name of the RabbitMQ stream bound to C{exchange}.
+    """
+    return STREAM_PREFIX + exchange
+
+
 class MalformedEnvelope(ValueError):
     """
     A message body is not a Pulse envelope carrying a bug update.

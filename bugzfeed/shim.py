@@ -446,7 +446,9 @@ class DatabaseService(Service):
             self._log.failure("Setting up the PostgreSQL connection failed")
             return
         self.connected = True
-        self._log.info("Connected to PostgreSQL; listening on {table}", table=self._table.table)
+        self._log.info(
+            "Connected to PostgreSQL; listening for changes to {table}", table=self._table.table
+        )
         self._ready.fire()
         self._shim.drain()
 
@@ -464,6 +466,7 @@ class DatabaseService(Service):
         if self._poll.running:
             self._poll.stop()
         self._connection.detector.removeRecoveryHandler(self._connectionUp)
+        self._log.info("Stopping: publishing nothing more, letting in-flight confirms settle")
         # In-flight confirms settle, unless the broker is gone: then the rows
         # simply stay in the table.
         d = self._shim.stop().addTimeout(self.stopTimeout, self._clock)

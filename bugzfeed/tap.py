@@ -18,14 +18,13 @@ from twisted.python import usage
 
 from bugzfeed.config import (
     MAX_HEARTBEAT,
-    MAX_NAME_BYTES,
     EnvironmentOptions,
     checkExchange,
     environmentName,
     redactURL,
 )
 from bugzfeed.consumer import STREAM_RETENTION, FeedConsumer, consumerService
-from bugzfeed.feed import STREAM_PREFIX, Feed
+from bugzfeed.feed import Feed
 from bugzfeed.history import UpdateHistory
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizePath
 from bugzfeed.subscriptions import SubscriptionRegistry
@@ -134,8 +133,7 @@ class Options(EnvironmentOptions):
         if len(set(paths)) != len(paths):
             raise usage.UsageError("--feed: each path may be given once")
         for _, exchange in feeds:
-            # The stream's name is the exchange's with a prefix.
-            checkExchange("feed", exchange, MAX_NAME_BYTES - len(STREAM_PREFIX))
+            checkExchange("feed", exchange)
         self.config = ServerConfig(
             listen=checkListen(self["listen"]),
             amqp=self.amqpURL(),

@@ -24,7 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from bugzfeed.amqp import BrokerAddress, BugzfeedAMQFactory
-from bugzfeed.feed import streamName
+from bugzfeed.model import streamName
 
 # libpq's own variables; PGPASSWORD, if set, reaches libpq directly.
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")

@@ -312,7 +312,7 @@ class BrokerLoginTests(IntegrationTestCase):
             AMQP_URL.replace("guest:guest@", "guest:wrong@"),
             5,
             FeedConsumer([], 60, reactor),
-            retryPolicy=lambda attempt: 0.1,
+            retryPolicy=lambda attempt: 0.05 * attempt,
         )
         service.startService()
         self.addCleanup(service.stopService)
@@ -322,9 +322,15 @@ class BrokerLoginTests(IntegrationTestCase):
                 event for event in events if "refused the connection" in event.get("log_format", "")
             ]
 
-        yield waitFor(lambda: len(refusals()) >= 2, what="two refused logins")
+        yield waitFor(lambda: len(refusals()) >= 3, what="three refused logins")
         self.assertIn("ACCESS_REFUSED", refusals()[0]["reason"])
         self.assertNotIn("wrong", refusals()[0]["broker"])
+        # Each refusal lengthens the wait before the next attempt.
+        delays = [
+            event["delay"] for event in events if "Scheduling retry" in event.get("log_format", "")
+        ]
+        self.assertEqual(delays[:3], sorted(delays[:3]))
+        self.assertLess(delays[0], delays[2])
 
 
 def rabbitmqctl(*args: str) -> Deferred:

@@ -133,7 +133,7 @@ class ShimOptionsTests(SynchronousTestCase):
             (["--poll-interval", "0"], "--poll-interval"),
             (["--batch-size", "0"], "--batch-size"),
             (["--exchange", " "], "--exchange"),
-            (["--exchange", "x" * 256], "--exchange"),
+            (["--exchange", "x" * 250], "--exchange"),
             (["--database", "garbage"], "--database"),
             (["--database", "host=x port"], "--database"),
             (["--heartbeat", "65536"], "--heartbeat"),
