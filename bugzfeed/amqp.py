@@ -437,6 +437,14 @@ class BugzfeedAMQFactory(AMQFactory):
         )
 
 
+def declareExchange(channel: AMQChannel, exchange: str) -> Deferred:
+    """
+    Declare C{exchange} as a durable topic exchange, as Pulse's are; the
+    shim and the server both do, so either may start first.
+    """
+    return channel.exchange_declare(exchange=exchange, type="topic", durable=True)
+
+
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class BrokerAddress:
     """

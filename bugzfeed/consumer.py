@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel
 
-from bugzfeed.amqp import BugzfeedAMQClient, brokerService
+from bugzfeed.amqp import BugzfeedAMQClient, brokerService, declareExchange
 from bugzfeed.feed import Feed
 from bugzfeed.model import MalformedEnvelope, decodePulseEnvelope
 from bugzfeed.waiting import Waiters
@@ -37,13 +37,6 @@ STREAM_ARGUMENTS: Dict[str, Any] = {
 #: Unacknowledged deliveries the broker may have in flight per stream;
 #: RabbitMQ requires a prefetch to consume a stream.
 PREFETCH = 1000
-
-
-def declareExchange(channel: AMQChannel, exchange: str) -> Deferred:
-    """
-    Declare C{exchange} as a durable topic exchange, as Pulse's are.
-    """
-    return channel.exchange_declare(exchange=exchange, type="topic", durable=True)
 
 
 #: Seconds the shim's clock may be ahead of a node's without a message

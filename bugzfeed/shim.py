@@ -26,9 +26,8 @@ from txamqp.message import Message
 from txamqp.protocol import AMQChannel
 from txpostgres.reconnection import ConnectionDead
 
-from bugzfeed.amqp import BugzfeedAMQClient, brokerService
+from bugzfeed.amqp import BugzfeedAMQClient, brokerService, declareExchange
 from bugzfeed.confirms import ConfirmTracker, PendingRow
-from bugzfeed.consumer import declareExchange
 from bugzfeed.model import encodePulseEnvelope
 from bugzfeed.schema import notifyChannel, quoteTable, triggerSQL
 from bugzfeed.waiting import Waiters

@@ -405,12 +405,7 @@ class FeedServerProtocolTests(SynchronousTestCase):
         """
         client = self.connect()
         client.send(b"GET /dev/ HTTP/1.1\r\nHost: localhost\r\n")
-        self.clock.advance(HANDSHAKE_TIMEOUT - 0.5)
-        client.deliverDisconnect()
-        self.assertFalse(client.disconnected)
-        self.clock.advance(0.5)
-        client.deliverDisconnect()
-        self.assertTrue(client.disconnected)
+        self.assertDroppedAfter(client, HANDSHAKE_TIMEOUT)
         self.assertTrue(client.transport.disconnected, "expected an abort")
         self.assertEqual(client.transport.value(), b"")
 
@@ -422,6 +417,18 @@ class FeedServerProtocolTests(SynchronousTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 1, "expected only the keep-alive ping")
         self.clock.advance(HANDSHAKE_TIMEOUT)
         self.assertFalse(client.transport.disconnecting)
+
+    def assertDroppedAfter(self, client: InMemoryWebSocketClient, delay: float) -> None:
+        """
+        Check that C{client} is still connected just before C{delay} has
+        passed, and dropped when it has.
+        """
+        self.clock.advance(delay - 0.5)
+        client.deliverDisconnect()
+        self.assertFalse(client.disconnected)
+        self.clock.advance(0.5)
+        client.deliverDisconnect()
+        self.assertTrue(client.disconnected)
 
     def receivePing(self, client: InMemoryWebSocketClient) -> bytes:
         """
@@ -444,12 +451,7 @@ class FeedServerProtocolTests(SynchronousTestCase):
         client.sendJSON({"command": "subscribe", "bugs": [1]})
         client.receive()
         self.receivePing(client)
-        self.clock.advance(PING_TIMEOUT - 0.5)
-        client.deliverDisconnect()
-        self.assertFalse(client.disconnected)
-        self.clock.advance(0.5)
-        client.deliverDisconnect()
-        self.assertTrue(client.disconnected)
+        self.assertDroppedAfter(client, PING_TIMEOUT)
         self.assertRegistryEmpty(self.feed)
 
     def test_trafficWithoutPongStillTimesOut(self) -> None:

@@ -34,6 +34,21 @@ class StyleTests(SynchronousTestCase):
                 offenders.append(name)
         self.assertEqual(offenders, [])
 
+    def test_shimAndServerDoNotImportEachOther(self) -> None:
+        """
+        The shim's modules and the server's never import each other; both
+        may use the shared ones (model, amqp, config, waiting).
+        """
+        shim = {"shim", "shimtap", "confirms", "schema"}
+        server = {"tap", "consumer", "protocol", "feed", "messages", "history", "subscriptions"}
+        crossings = []
+        for side, other in [(shim, server), (server, shim)]:
+            for name in sorted(side):
+                with open(os.path.join(PACKAGE, name + ".py")) as f:
+                    imported = set(re.findall(r"^from bugzfeed\.(\w+) import", f.read(), re.M))
+                crossings.extend(f"{name} -> {module}" for module in sorted(imported & other))
+        self.assertEqual(crossings, [])
+
     def run_tool(self, *argv: str) -> str:
         """
         Run a checker on the tree; skip when it is not installed, except
