@@ -5,18 +5,39 @@ factory that routes each connection to the feed at its path.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from collections import deque
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bugzfeed.feed import Feed
-from bugzfeed.messages import answer, errorReply
+from bugzfeed.limits import ClientLimits, RateLimiter
+from bugzfeed.messages import TOO_MANY_COMMANDS, Answer, answer, errorReply
+from bugzfeed.model import BugUpdate
+from bugzfeed.outbox import Outbox
 from bugzfeed.subscriptions import ISubscriber
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalizeOrigin(origin: str) -> str:
+    """
+    @return: C{origin} lower-cased, without a default port, so that
+        C{https://Example.com:443} matches C{https://example.com}.
+    """
+    origin = origin.strip().lower().rstrip("/")
+    scheme, _, rest = origin.partition("://")
+    host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    if port and _DEFAULT_PORTS.get(scheme) == port:
+        return f"{scheme}://{host}"
+    return origin
 
 
 def normalizePath(path: str) -> str:
@@ -27,15 +48,29 @@ def normalizePath(path: str) -> str:
     return "/" + "".join(part + "/" for part in path.split("/") if part)
 
 
+#: Close codes beyond RFC 6455's: the client read too slowly to keep up.
+SLOW_CLIENT = 4001
+#: Policy violation (RFC 6455): here, far too many commands.
+POLICY_VIOLATION = 1008
+
+#: Commands a client may queue behind a resume that waits for the node to
+#: catch up with its stream.
+MAX_QUEUED_COMMANDS = 100
+
+
 @implementer(ISubscriber)
 class FeedServerProtocol(WebSocketServerProtocol):
     """
-    One client connection: decode, delegate to L{answer}, encode.
+    One client connection: decode, delegate to L{answer}, encode; updates go
+    through an L{Outbox} that holds them while the client is not reading.
     """
 
     # Autobahn owns .log
     _log = Logger()
     feed: Optional[Feed] = None
+    outbox: Optional[Outbox] = None
+    _waitingAnswer: Optional[Deferred] = None
+    _queued: Deque[Tuple[bytes, bool]] = deque()
     # Set by Autobahn from the factory's protocol options.
     maxMessagePayloadSize: int
 
@@ -43,23 +78,90 @@ class FeedServerProtocol(WebSocketServerProtocol):
         feed = self.factory.feedAt(request.path)
         if feed is None:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "no feed at this path")
+        if not self.factory.originAllowed(request.origin):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        limits = self.factory.limits
+        if limits.maxConnections and self.factory.connectionCount >= limits.maxConnections:
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "too many connections")
         self.feed = feed
+        self._commands = RateLimiter(
+            self.factory.clock, limits.commandsPerSecond, limits.commandsPerSecond
+        )
+        self._refusedInARow = 0
+        self._queued = deque()
         self.factory.connectionOpened(self)
         return None
 
+    def onOpen(self) -> None:
+        limits = self.factory.limits
+        self.outbox = Outbox(
+            self._sendToClient,
+            self._tooSlow,
+            self.factory.clock,
+            limits.maxPending,
+            limits.slowClientTimeout,
+        )
+        # The transport pauses the outbox once its write buffer is full.
+        self.registerProducer(self.outbox, True)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.feed is None:  # Autobahn delivers messages only after onConnect.
+        # Autobahn delivers messages only after onConnect, and still while
+        # a close we sent is on its way.
+        if self.feed is None or self.state != WebSocketServerProtocol.STATE_OPEN:
             return
+        limits = self.factory.limits
+        if not self._commands.allow():
+            self._refusedInARow += 1
+            if self._refusedInARow > limits.commandsPerSecond:
+                self._closeWith(POLICY_VIOLATION, "too many commands")
+            else:
+                limit = limits.commandsPerSecond
+                self._sendToClient(errorReply(None, TOO_MANY_COMMANDS.format(limit=limit)))
+            return
+        self._refusedInARow = 0
+        if self._waitingAnswer is not None:
+            if len(self._queued) >= MAX_QUEUED_COMMANDS:
+                self._closeWith(POLICY_VIOLATION, "too many commands while a resume waits")
+            else:
+                self._queued.append((payload, isBinary))
+            return
+        self._carryOut(payload, isBinary)
+
+    def _carryOut(self, payload: bytes, isBinary: bool) -> None:
+        assert self.feed is not None
         try:
-            frames = answer(payload, isBinary, self, self.feed)
+            result = answer(payload, isBinary, self, self.feed, self.factory.limits)
         except Exception:
             self._log.failure("Answering {peer} failed", peer=self.peer)
-            frames = [errorReply(None, "internal error")]
-        for frame in frames:
-            self._sendToClient(frame)
+            result = Answer(errorReply(None, "internal error"))
+        if isinstance(result, Deferred):
+            self._waitingAnswer = result
+            result.addCallback(self._answered)
+            result.addErrback(self._answerFailed)
+        else:
+            self._deliverAnswer(result)
 
-    def sendUpdate(self, payload: bytes) -> None:
-        self._sendToClient(payload)
+    def _answered(self, result: Answer) -> None:
+        self._waitingAnswer = None
+        self._deliverAnswer(result)
+        while self._queued and self._waitingAnswer is None:
+            self._carryOut(*self._queued.popleft())
+
+    def _answerFailed(self, failure: Failure) -> None:
+        if failure.check(CancelledError):  # the connection closed meanwhile
+            return
+        self._log.failure("Answering {peer} failed", failure, peer=self.peer)
+        self._answered(Answer(errorReply(None, "internal error")))
+
+    def _deliverAnswer(self, result: Answer) -> None:
+        self._sendToClient(result.reply)
+        if result.updates and self.outbox is not None:
+            for update in result.updates:
+                self.outbox.push(update, update.toJSON())
+
+    def sendUpdate(self, update: BugUpdate, payload: bytes) -> None:
+        if self.outbox is not None:
+            self.outbox.push(update, payload)
 
     def _sendToClient(self, payload: bytes) -> None:
         if self.state != WebSocketServerProtocol.STATE_OPEN:
@@ -73,19 +175,41 @@ class FeedServerProtocol(WebSocketServerProtocol):
         finally:
             self.maxMessagePayloadSize = limit
 
+    def _tooSlow(self, reason: str) -> None:
+        self.factory.slowClientCloses += 1
+        self._log.info("Closing {peer}: {reason}", peer=self.peer, reason=reason)
+        self._closeWith(SLOW_CLIENT, reason)
+
+    def _closeWith(self, code: int, reason: str) -> None:
+        """
+        Close with C{code}, which Autobahn's C{sendClose} may refuse, and
+        let go of everything the connection holds at once.
+        """
+        self._release()
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:120], isReply=False)
+        else:
+            self.dropConnection(abort=True)
+
     def goAway(self) -> None:
         """
         Tell the client the server is going (close code 1001, which
         Autobahn's C{sendClose} refuses to send).
         """
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down", isReply=False)
-        else:
-            self.dropConnection(abort=True)
+        self._closeWith(1001, "server shutting down")
 
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+    def _release(self) -> None:
         if self.feed is not None:
             self.feed.registry.unsubscribeAll(self)
+        if self.outbox is not None:
+            self.outbox.stopProducing()
+        self._queued = deque()
+        waiting, self._waitingAnswer = self._waitingAnswer, None
+        if waiting is not None:
+            waiting.cancel()
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        self._release()
         self.factory.connectionClosed(self)
 
 
@@ -125,9 +249,20 @@ class FeedServerFactory(WebSocketServerFactory):
 
     protocol = FeedServerProtocol
 
-    def __init__(self, feeds: Iterable[Feed], reactor: IReactorTime) -> None:
+    def __init__(
+        self,
+        feeds: Iterable[Feed],
+        reactor: IReactorTime,
+        limits: ClientLimits = ClientLimits(),
+        allowedOrigins: Optional[Iterable[str]] = None,
+    ) -> None:
         super().__init__(reactor=reactor)
+        self._allowedOrigins = None if allowedOrigins is None else list(allowedOrigins)
         self.feeds: Mapping[str, Feed] = {normalizePath(feed.path): feed for feed in feeds}
+        self.limits = limits
+        self.clock = reactor
+        #: Clients closed for reading too slowly, since start.
+        self.slowClientCloses = 0
 
         self._reactor = reactor
         self._batched_timer = ReactorTimer(reactor)
@@ -138,6 +273,17 @@ class FeedServerFactory(WebSocketServerFactory):
         @return: The feed served at C{path}, or L{None}.
         """
         return self.feeds.get(normalizePath(path))
+
+    def originAllowed(self, origin: Optional[str]) -> bool:
+        """
+        Against cross-site WebSocket hijacking: whether a browser page from
+        C{origin} may connect.  Clients that send no origin are not
+        browsers, and always may.
+        """
+        if self._allowedOrigins is None or not origin:
+            return True
+        normalized = normalizeOrigin(origin)
+        return any(fnmatchcase(normalized, pattern) for pattern in self._allowedOrigins)
 
     def connectionOpened(self, protocol: FeedServerProtocol) -> None:
         """
@@ -188,13 +334,19 @@ def makeFactory(
     pingInterval: float,
     pingTimeout: float,
     handshakeTimeout: float,
-    maxMessageSize: int,
+    limits: ClientLimits = ClientLimits(),
+    allowedOrigins: Optional[List[str]] = None,
 ) -> FeedServerFactory:
     """
     Build the factory with keep-alive, handshake timeout and message size
     limit switched on.
+
+    @param allowedOrigins: Origins browsers may connect from (wildcards
+        allowed, such as C{https://*.example.com}, matched by
+        L{normalizeOrigin}); L{None} allows any.
     """
-    factory = FeedServerFactory(feeds, reactor)
+    factory = FeedServerFactory(feeds, reactor, limits, allowedOrigins)
+    maxMessageSize = limits.maxMessageSize
     factory.setProtocolOptions(
         autoPingInterval=pingInterval,
         autoPingTimeout=pingTimeout,

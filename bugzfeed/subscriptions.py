@@ -20,9 +20,9 @@ class ISubscriber(Interface):
     connection.
     """
 
-    def sendUpdate(payload: bytes) -> None:
+    def sendUpdate(update: BugUpdate, payload: bytes) -> None:
         """
-        Push one encoded update message.
+        Push C{update}, encoded once for all its subscribers as C{payload}.
         """
 
 
@@ -86,6 +86,20 @@ class SubscriptionRegistry:
         """
         return sorted(self._bugsBySubscriber.get(subscriber, ()))
 
+    def heldCount(self, subscriber: ISubscriber) -> int:
+        """
+        @return: How many bugs C{subscriber} holds.
+        """
+        return len(self._bugsBySubscriber.get(subscriber, ()))
+
+    def wouldHold(self, subscriber: ISubscriber, bugs: Iterable[int]) -> int:
+        """
+        @return: How many bugs C{subscriber} would hold after subscribing
+            to C{bugs}.
+        """
+        held = self._bugsBySubscriber.get(subscriber, set())
+        return len(held) + len(set(bugs) - held)
+
     def subscribers(self, bug: int) -> Set[ISubscriber]:
         """
         @return: A copy of the set of subscribers holding C{bug}.
@@ -108,7 +122,7 @@ class SubscriptionRegistry:
         # A push may close its connection and so change the set: iterate a copy.
         for subscriber in tuple(subscribers):
             try:
-                subscriber.sendUpdate(payload)
+                subscriber.sendUpdate(update, payload)
             except Exception:
                 self._log.failure("Pushing update of bug {bug} failed", bug=update.bug)
         return len(subscribers)

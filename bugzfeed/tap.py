@@ -26,7 +26,8 @@ from bugzfeed.config import (
 from bugzfeed.consumer import STREAM_RETENTION, FeedConsumer, consumerService
 from bugzfeed.feed import Feed
 from bugzfeed.history import UpdateHistory
-from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizePath
+from bugzfeed.limits import ClientLimits
+from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizeOrigin, normalizePath
 from bugzfeed.subscriptions import SubscriptionRegistry
 
 _log = Logger()
@@ -53,7 +54,8 @@ class ServerConfig:
     pingInterval: float = 30.0
     pingTimeout: float = 30.0
     handshakeTimeout: float = 10.0
-    maxMessageSize: int = 65536
+    limits: ClientLimits = ClientLimits()
+    allowedOrigins: Tuple[str, ...] = ()
 
 
 def checkListen(description: str) -> str:
@@ -70,6 +72,23 @@ def checkListen(description: str) -> str:
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"--listen: no such port: {port}")
     return description
+
+
+def parseOrigins(text: str) -> Tuple[str, ...]:
+    """
+    Read the origins browsers may connect from.
+
+    @raise usage.UsageError: If one is not a scheme and host.
+    """
+    origins = tuple(text.replace(",", " ").split())
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            raise usage.UsageError(
+                f"--allowed-origins takes origins such as https://bugzilla.example.com,"
+                f" not {origin!r}"
+            )
+    return tuple(normalizeOrigin(origin) for origin in origins)
 
 
 def parseFeed(text: str) -> Tuple[str, str]:
@@ -113,6 +132,45 @@ class Options(EnvironmentOptions):
             "65536",
             "Largest client message in bytes; larger ones get close code 1009.",
         ],
+        ["max-subscriptions", None, "1000", "Bugs one connection may subscribe to."],
+        [
+            "max-connections",
+            None,
+            "50000",
+            "Open connections per node; more are refused with HTTP 503 (0: no limit).",
+        ],
+        [
+            "max-commands-per-second",
+            None,
+            "100",
+            "Commands per second per connection (bursts of as many again); 0: no limit.",
+        ],
+        [
+            "max-pending",
+            None,
+            "1000",
+            "Bugs with unread updates a slow client may fall behind on before close 4001.",
+        ],
+        [
+            "slow-client-timeout",
+            None,
+            "30s",
+            "Close (4001) a client that has left its updates unread this long (0: never).",
+        ],
+        [
+            "resume-timeout",
+            None,
+            "10s",
+            "How long a resume (after) waits for a starting node to read its stream.",
+        ],
+        [
+            "allowed-origins",
+            None,
+            "",
+            "Browser origins allowed to connect, separated by spaces or commas, wildcards"
+            " allowed (https://*.example.com); default: any. Clients that send no Origin"
+            " (not browsers) are always allowed.",
+        ],
     ]
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
@@ -145,7 +203,16 @@ class Options(EnvironmentOptions):
             pingInterval=self.duration("ping-interval"),
             pingTimeout=self.duration("ping-timeout"),
             handshakeTimeout=self.duration("handshake-timeout"),
-            maxMessageSize=self.integer("max-message-size", minimum=128),
+            limits=ClientLimits(
+                maxMessageSize=self.integer("max-message-size", minimum=128),
+                maxSubscriptions=self.integer("max-subscriptions", minimum=1),
+                maxConnections=self.integer("max-connections"),
+                commandsPerSecond=self.integer("max-commands-per-second"),
+                maxPending=self.integer("max-pending", minimum=1),
+                slowClientTimeout=self.duration("slow-client-timeout"),
+                resumeTimeout=self.duration("resume-timeout"),
+            ),
+            allowedOrigins=parseOrigins(self["allowed-origins"]),
         )
 
 
@@ -180,7 +247,8 @@ class BugzfeedServer(MultiService):
             pingInterval=config.pingInterval,
             pingTimeout=config.pingTimeout,
             handshakeTimeout=config.handshakeTimeout,
-            maxMessageSize=config.maxMessageSize,
+            limits=config.limits,
+            allowedOrigins=list(config.allowedOrigins) or None,
         )
         listener = strports.service(config.listen, self.factory, reactor=reactor)
         listener.setName("websocket")

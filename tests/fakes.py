@@ -14,6 +14,7 @@ from zope.interface import implementer
 from bugzfeed.confirms import PendingRow
 from bugzfeed.feed import Feed
 from bugzfeed.history import UpdateHistory
+from bugzfeed.model import BugUpdate
 from bugzfeed.subscriptions import ISubscriber, SubscriptionRegistry
 
 
@@ -26,7 +27,7 @@ class RecordingSubscriber:
     def __init__(self) -> None:
         self.payloads: List[bytes] = []
 
-    def sendUpdate(self, payload: bytes) -> None:
+    def sendUpdate(self, update: BugUpdate, payload: bytes) -> None:
         self.payloads.append(payload)
 
     @property

@@ -4,12 +4,20 @@ resumes, and what reaches the feed.
 """
 
 from datetime import datetime, timedelta, timezone
+from typing import Dict, Optional, Tuple
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bugzfeed.amqp import BugzfeedAMQFactory
-from bugzfeed.consumer import ACK_BATCH, FeedConsumer, StreamCursor
+from bugzfeed.consumer import (
+    ACK_BATCH,
+    CATCH_UP_QUIET,
+    PROBE_QUIET,
+    FeedConsumer,
+    StreamCursor,
+    epochOf,
+)
 from bugzfeed.model import BugUpdate, encodePulseEnvelope
 from tests.amqpwire import (
     WireAMQPump,
@@ -34,7 +42,9 @@ class StreamCursorTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(CHANGED.timestamp())
         self.feed = makeFeed(self.clock)
-        self.cursor = StreamCursor(self.feed, historyWindow=86400, startedAt=CHANGED.timestamp())
+        self.cursor = StreamCursor(
+            self.feed, historyWindow=86400, startedAt=CHANGED.timestamp(), clock=self.clock
+        )
 
     def test_firstConnectionStartsAtHistoryWindow(self) -> None:
         """
@@ -42,7 +52,7 @@ class StreamCursorTests(SynchronousTestCase):
         interval RabbitMQ understands.
         """
         self.assertEqual(self.cursor.startOffset(), "86400s")
-        self.assertEqual(StreamCursor(self.feed, 0.2, 0).startOffset(), "1s")
+        self.assertEqual(StreamCursor(self.feed, 0.2, 0, self.clock).startOffset(), "1s")
 
     def test_reconnectResumesAfterLastHandled(self) -> None:
         """
@@ -109,9 +119,13 @@ class FeedConsumerTests(SynchronousTestCase):
         self.pump.connect(self.client)
         self.addCleanup(self.pump.loseConnection)
 
-    def brokerAgrees(self) -> None:
+    def brokerAgrees(self, edges: Optional[Dict[int, Tuple[int, int]]] = None) -> None:
         """
-        Answer each feed's declarations and consume, as RabbitMQ does.
+        Answer each feed's declarations, probes and consume, as RabbitMQ
+        does.
+
+        @param edges: Feed number -> the first and last offsets of its
+            stream; by default streams are empty.
         """
         for number, feed in enumerate(self.feeds, start=1):
             broker = self.pump.channel(number)
@@ -120,9 +134,24 @@ class FeedConsumerTests(SynchronousTestCase):
             broker.exchange_declare_ok()
             broker.queue_declare_ok(queue=feed.stream, message_count=0, consumer_count=0)
             broker.queue_bind_ok()
+            probes = [2 * number + 1000, 2 * number + 1001]
+            for probe in probes:
+                prober = self.pump.channel(probe)
+                prober.channel_open_ok()
+                prober.basic_qos_ok()
+                prober.basic_consume_ok(consumer_tag=f"bugzfeed-probe-{probe}")
+            if edges and number in edges:
+                first, last = edges[number]
+                self.deliver(probes[0], first, envelope(1), 1, f"bugzfeed-probe-{probes[0]}")
+                self.deliver(probes[1], last, envelope(2), 1, f"bugzfeed-probe-{probes[1]}")
+            self.clock.advance(PROBE_QUIET)
+            for probe in probes:
+                self.pump.channel(probe).basic_cancel_ok(consumer_tag=f"bugzfeed-probe-{probe}")
             broker.basic_consume_ok(consumer_tag=f"bugzfeed-{number}")
 
-    def deliver(self, channel: int, offset: int, body: bytes, deliveryTag: int) -> None:
+    def deliver(
+        self, channel: int, offset: int, body: bytes, deliveryTag: int, tag: str = ""
+    ) -> None:
         headers = table(("x-stream-offset", b"l", offset.to_bytes(8, "big", signed=True)))
         self.pump.receive(
             methodFrame(
@@ -130,7 +159,7 @@ class FeedConsumerTests(SynchronousTestCase):
                 channel,
                 "basic",
                 "deliver",
-                consumer_tag=f"bugzfeed-{channel}",
+                consumer_tag=tag or f"bugzfeed-{channel}",
                 delivery_tag=deliveryTag,
                 exchange="e",
                 routing_key="1",
@@ -237,3 +266,102 @@ class FeedConsumerTests(SynchronousTestCase):
         self.brokerAgrees()
         self.pump.loseConnection()
         self.assertFalse(self.consumer.consuming)
+
+
+class CatchingUpTests(SynchronousTestCase):
+    """
+    How a cursor learns the stream's epoch and end, and when its feed has
+    caught up.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(CHANGED.timestamp())
+        self.feed = makeFeed(self.clock)
+        self.cursor = StreamCursor(self.feed, 86400, CHANGED.timestamp(), self.clock)
+
+    def test_epochFromTheFirstMessage(self) -> None:
+        self.cursor.foundEdges((0, b"first"), 9)
+        self.assertEqual(self.feed.epoch, epochOf(b"first"))
+        self.assertNotEqual(epochOf(b"first"), epochOf(b"other"))
+
+    def test_caughtUpOnceTheTailIsRead(self) -> None:
+        """
+        Until the stream's last offset (as probed) is read, the feed is
+        behind; then caught up.
+        """
+        self.cursor.foundEdges((0, b"first"), 2)
+        self.cursor.consuming()
+        self.assertFalse(self.feed.caughtUp)
+        self.cursor.handle(envelope(1), 1)
+        self.assertFalse(self.feed.caughtUp)
+        self.cursor.handle(envelope(1), 2)
+        self.assertTrue(self.feed.caughtUp)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_emptyStreamIsCaughtUpAtOnce(self) -> None:
+        self.cursor.foundEdges(None, None)
+        self.cursor.consuming()
+        self.assertTrue(self.feed.caughtUp)
+        self.cursor.handle(envelope(1), 0)
+        self.assertEqual(self.feed.epoch, epochOf(envelope(1)))
+
+    def test_nothingInTheWindowStartsHistoryAfterTheTail(self) -> None:
+        """
+        When everything in the stream is older than the window, nothing is
+        delivered: the feed is caught up once that has been quiet a while,
+        and cursors at the tail are covered.
+        """
+        self.cursor.foundEdges((0, b"first"), 41)
+        self.cursor.consuming()
+        self.clock.advance(CATCH_UP_QUIET)
+        self.assertTrue(self.feed.caughtUp)
+        self.assertTrue(self.feed.history.covers(41))
+        self.assertFalse(self.feed.history.covers(40))
+
+    def test_reconnectingFallsBehindUntilCaughtUpAgain(self) -> None:
+        self.cursor.foundEdges((0, b"first"), 1)
+        self.cursor.consuming()
+        self.cursor.handle(envelope(1), 1)
+        self.cursor.stopped()
+        self.assertFalse(self.feed.caughtUp)
+        self.cursor.foundEdges((0, b"first"), 3)
+        self.cursor.consuming()
+        self.assertFalse(self.feed.caughtUp)
+        self.cursor.handle(envelope(1), 3)
+        self.assertTrue(self.feed.caughtUp)
+
+    def test_recreatedStreamForgetsHistory(self) -> None:
+        """
+        A new first message at an offset not past the old first one: the
+        stream was recreated, so the history and cursor are reset and the
+        epoch changes.
+        """
+        self.cursor.foundEdges((0, b"first"), 5)
+        self.cursor.handle(envelope(1), 5)
+        self.cursor.foundEdges((0, b"new first"), 0)
+        self.assertEqual(self.feed.epoch, epochOf(b"new first"))
+        self.assertEqual((len(self.feed.history), self.cursor.nextOffset), (0, None))
+
+    def test_truncatedStreamKeepsItsEpoch(self) -> None:
+        """
+        Retention dropping the oldest messages moves the first offset on:
+        same stream, same epoch.
+        """
+        self.cursor.foundEdges((0, b"first"), 5)
+        self.cursor.foundEdges((3, b"third"), 5)
+        self.assertEqual(self.feed.epoch, epochOf(b"first"))
+
+    def test_offsetBelowTheResumePointMeansRecreated(self) -> None:
+        """
+        The broker never delivers below the offset asked for, unless the
+        stream is new and shorter: history is forgotten.
+        """
+        self.cursor.foundEdges(None, None)
+        self.cursor.consuming()
+        self.cursor.handle(envelope(1), 7)
+        self.cursor.stopped()
+        self.cursor.consuming()
+        self.cursor.handle(envelope(2), 0)
+        self.assertEqual([u.seq for u in self.feed.history.after([1, 2], -1)], [0])
+        self.assertEqual(self.feed.epoch, epochOf(envelope(2)))

@@ -62,3 +62,72 @@ class UpdateHistoryTests(SynchronousTestCase):
         history = UpdateHistory(self.clock, 600, 0)
         history.add(BugUpdate(1, NOW, 1))
         self.assertEqual(len(history), 0)
+
+
+class ExactResumeTests(SynchronousTestCase):
+    """
+    What L{UpdateHistory} knows of stream offsets, for resumes with
+    C{after}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance((NOW - datetime(1970, 1, 1)).total_seconds())
+        self.history = UpdateHistory(self.clock, 3600, 3)
+
+    def test_afterReturnsLaterUpdatesInStreamOrder(self) -> None:
+        for seq, bug in [(10, 1), (11, 2), (12, 1)]:
+            self.history.add(BugUpdate(bug, NOW, seq))
+        self.assertEqual([u.seq for u in self.history.after([1, 2], 10)], [11, 12])
+        self.assertEqual([u.seq for u in self.history.after([1], 9)], [10, 12])
+        self.assertEqual((self.history.oldest, self.history.latest), (10, 12))
+
+    def test_coversFromJustBeforeTheOldest(self) -> None:
+        """
+        A cursor is covered when every offset after it is remembered: from
+        one before the oldest on.
+        """
+        self.assertFalse(self.history.covers(0))
+        self.history.add(BugUpdate(1, NOW, 10))
+        self.assertEqual(
+            [self.history.covers(c) for c in (8, 9, 10, 11)], [False, True, True, True]
+        )
+
+    def test_forgettingMovesOldest(self) -> None:
+        """
+        Past C{maxCount}, the oldest update is forgotten and cursors before
+        it are no longer covered.
+        """
+        for seq in range(10, 14):
+            self.history.add(BugUpdate(1, NOW, seq))
+        self.assertEqual(self.history.oldest, 11)
+        self.assertFalse(self.history.covers(9))
+        self.assertTrue(self.history.covers(10))
+
+    def test_skippedOffsetsCount(self) -> None:
+        """
+        An offset that carried no update (a malformed message) still moves
+        the end of the history.
+        """
+        self.history.add(BugUpdate(1, NOW, 10))
+        self.history.passed(11)
+        self.assertEqual(self.history.latest, 11)
+
+    def test_skipToStartsAnEmptyHistoryAfterTheTail(self) -> None:
+        """
+        A node that read nothing (all before its window) covers cursors at
+        the stream's last offset, and no earlier.
+        """
+        self.history.skipTo(41)
+        self.assertEqual((self.history.oldest, self.history.latest), (42, 41))
+        self.assertTrue(self.history.covers(41))
+        self.assertFalse(self.history.covers(40))
+        self.history.skipTo(99)
+        self.assertEqual(self.history.latest, 41)
+
+    def test_clearForgetsOffsets(self) -> None:
+        self.history.add(BugUpdate(1, NOW, 10))
+        self.history.clear()
+        self.assertEqual(
+            (len(self.history), self.history.oldest, self.history.latest), (0, None, None)
+        )

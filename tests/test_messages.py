@@ -6,11 +6,13 @@ import json
 from datetime import datetime
 from typing import Any, Dict, List
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bugzfeed import __version__
-from bugzfeed.messages import answer
+from bugzfeed.limits import ClientLimits
+from bugzfeed.messages import INVALID_AFTER, INVALID_EPOCH, SINCE_AND_AFTER, answer
 from bugzfeed.model import BugUpdate
 from tests.fakes import RecordingSubscriber, makeFeed
 
@@ -21,12 +23,18 @@ class AnswerTests(SynchronousTestCase):
         self.clock.advance(datetime(2014, 4, 4).timestamp())
         self.feed = makeFeed(self.clock)
         self.subscriber = RecordingSubscriber()
+        self.limits = ClientLimits()
 
     def send(self, message: Any, isBinary: bool = False) -> List[Dict[str, Any]]:
+        """
+        @return: The reply and the updates that follow it, decoded.
+        """
         payload = message if isinstance(message, bytes) else json.dumps(message).encode()
-        return [
-            json.loads(frame) for frame in answer(payload, isBinary, self.subscriber, self.feed)
-        ]
+        result = answer(payload, isBinary, self.subscriber, self.feed, self.limits)
+        if isinstance(result, Deferred):
+            result = self.successResultOf(result)
+        frames = [result.reply] + [update.toJSON() for update in result.updates]
+        return [json.loads(frame) for frame in frames]
 
     def assertError(self, message: Any, command: Any, error: str, isBinary: bool = False) -> None:
         self.assertEqual(
@@ -129,11 +137,12 @@ class AnswerTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        C{version} answers with the package version.
+        C{version} answers with the package version (and, since resumes
+        exist, what C{hello} tells).
         """
+        [reply] = self.send({"command": "version"})
         self.assertEqual(
-            self.send({"command": "version"}),
-            [{"command": "version", "result": "ok", "version": __version__}],
+            (reply["command"], reply["result"], reply["version"]), ("version", "ok", __version__)
         )
 
     def test_unknownCommand(self) -> None:
@@ -219,3 +228,150 @@ class AnswerTests(SynchronousTestCase):
             self.assertEqual(reply[0]["result"], "error")
             self.assertIn("since", reply[0]["error"])
         self.assertEqual(self.feed.registry.subscriberCount, 0)
+
+
+class ResumeTests(SynchronousTestCase):
+    """
+    C{subscribe} with C{after}: exact resumes, and when they cannot be.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(datetime(2014, 4, 4).timestamp())
+        self.feed = makeFeed(self.clock, maxCount=4)
+        self.feed.epoch = "epoch-1"
+        self.subscriber = RecordingSubscriber()
+        self.limits = ClientLimits(maxSubscriptions=5, resumeTimeout=10)
+        for seq, bug in [(10, 1), (11, 2), (12, 1), (13, 3)]:
+            self.feed.receive(BugUpdate(bug, datetime(2014, 4, 3, 12, 0, seq), seq))
+        self.feed.markCaughtUp()
+
+    def answer(self, message: Dict[str, Any]) -> Any:
+        return answer(json.dumps(message).encode(), False, self.subscriber, self.feed, self.limits)
+
+    def send(self, message: Dict[str, Any]) -> List[Dict[str, Any]]:
+        result = self.answer(message)
+        if isinstance(result, Deferred):
+            result = self.successResultOf(result)
+        frames = [result.reply] + [update.toJSON() for update in result.updates]
+        return [json.loads(frame) for frame in frames]
+
+    def test_replaysEveryUpdateAfterTheCursorInOrder(self) -> None:
+        """
+        The reply says C{recovered: true} with the epoch, then every update
+        of the requested bugs after the cursor follows, in C{seq} order.
+        """
+        frames = self.send({"command": "subscribe", "bugs": [1, 3], "after": 10})
+        self.assertEqual(
+            frames[0],
+            {
+                "command": "subscribe",
+                "result": "ok",
+                "bugs": [1, 3],
+                "recovered": True,
+                "epoch": "epoch-1",
+            },
+        )
+        self.assertEqual([(f["bug"], f["seq"]) for f in frames[1:]], [(1, 12), (3, 13)])
+        self.assertEqual(self.feed.registry.subscriptions(self.subscriber), [1, 3])
+
+    def test_cursorAtTheEndReplaysNothing(self) -> None:
+        frames = self.send({"command": "subscribe", "bugs": [1], "after": 13, "epoch": "epoch-1"})
+        self.assertEqual((frames[0]["recovered"], frames[1:]), (True, []))
+
+    def test_noGapNoDuplicateAcrossTheSwitchToLive(self) -> None:
+        """
+        An update that arrives right after the resume is pushed live, once;
+        the replay ended just before it.
+        """
+        frames = self.send({"command": "subscribe", "bugs": [1], "after": 9})
+        self.feed.receive(BugUpdate(1, datetime(2014, 4, 3, 12, 1), 14))
+        seqs = [f["seq"] for f in frames[1:]] + [m["seq"] for m in self.subscriber.messages]
+        self.assertEqual(seqs, [10, 12, 14])
+
+    def test_cursorOlderThanHistoryIsNotRecovered(self) -> None:
+        """
+        A cursor from before what the node remembers gets C{recovered:
+        false} with a reason, and the subscription still holds.
+        """
+        self.feed.receive(BugUpdate(4, datetime(2014, 4, 3, 12, 1), 14))  # forgets seq 10
+        [reply] = self.send({"command": "subscribe", "bugs": [1], "after": 8})
+        self.assertEqual((reply["result"], reply["recovered"]), ("ok", False))
+        self.assertIn("older than this node can replay", reply["reason"])
+        self.assertEqual(reply["bugs"], [1])
+        self.assertTrue(
+            self.send({"command": "subscribe", "bugs": [1], "after": 10})[0]["recovered"]
+        )
+
+    def test_otherEpochIsNotRecovered(self) -> None:
+        [reply] = self.send({"command": "subscribe", "bugs": [1], "after": 11, "epoch": "old"})
+        self.assertEqual((reply["recovered"], reply["epoch"]), (False, "epoch-1"))
+        self.assertIn("recreated", reply["reason"])
+
+    def test_cursorFromTheFutureIsAnError(self) -> None:
+        [reply] = self.send({"command": "subscribe", "bugs": [1], "after": 14})
+        self.assertEqual(reply["result"], "error")
+        self.assertIn("beyond the latest seq (13)", reply["error"])
+        self.assertEqual(self.feed.registry.subscriptions(self.subscriber), [])
+
+    def test_badCursors(self) -> None:
+        for after in ["10", -1, 1.5, True, [1], {"seq": 1}, 2**63]:
+            [reply] = self.send({"command": "subscribe", "bugs": [1], "after": after})
+            self.assertEqual(reply["error"], INVALID_AFTER, after)
+        [reply] = self.send({"command": "subscribe", "bugs": [1], "after": 1, "epoch": 5})
+        self.assertEqual(reply["error"], INVALID_EPOCH)
+        [reply] = self.send(
+            {"command": "subscribe", "bugs": [1], "after": 11, "since": "2014-04-03T00:00:00"}
+        )
+        self.assertEqual(reply["error"], SINCE_AND_AFTER)
+
+    def test_waitsForTheNodeToCatchUp(self) -> None:
+        """
+        While the node has not read its stream to the end, a resume waits,
+        then replays what the node read meanwhile.
+        """
+        self.feed.markBehind()
+        d = self.answer({"command": "subscribe", "bugs": [1], "after": 12})
+        self.assertNoResult(d)
+        self.feed.remember(BugUpdate(1, datetime(2014, 4, 3, 12, 2), 20))
+        self.feed.markCaughtUp()
+        result = self.successResultOf(d)
+        self.assertTrue(json.loads(result.reply)["recovered"])
+        self.assertEqual([u.seq for u in result.updates], [20])
+
+    def test_waitingTooLongIsNotRecovered(self) -> None:
+        self.feed.markBehind()
+        d = self.answer({"command": "subscribe", "bugs": [1], "after": 12})
+        self.clock.advance(10)
+        reply = json.loads(self.successResultOf(d).reply)
+        self.assertEqual((reply["recovered"], reply["bugs"]), (False, [1]))
+        self.assertIn("still reading its stream", reply["reason"])
+
+    def test_tooManySubscriptions(self) -> None:
+        """
+        Holding more than C{maxSubscriptions} bugs is refused as a whole;
+        bugs already held do not count twice.
+        """
+        self.send({"command": "subscribe", "bugs": [1, 2, 3, 4]})
+        self.assertEqual(self.send({"command": "subscribe", "bugs": [1, 5]})[0]["result"], "ok")
+        [reply] = self.send({"command": "subscribe", "bugs": [6]})
+        self.assertEqual(reply["error"], "too many subscriptions; at most 5 bugs per connection")
+        self.assertEqual(self.feed.registry.heldCount(self.subscriber), 5)
+
+    def test_hello(self) -> None:
+        """
+        C{hello} tells the epoch, the replayable range and the limits.
+        """
+        [reply] = self.send({"command": "hello"})
+        self.assertEqual(
+            reply,
+            {
+                "command": "hello",
+                "result": "ok",
+                "version": __version__,
+                "epoch": "epoch-1",
+                "oldest": 10,
+                "latest": 13,
+                "limits": self.limits.announce(),
+            },
+        )

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import calendar
 from datetime import datetime
-from typing import Any
+from typing import Any, List, Optional
 
+import attr
 import txaio
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bugzfeed.feed import Feed
+from bugzfeed.limits import ClientLimits
 from bugzfeed.model import BugUpdate
 from bugzfeed.protocol import makeFactory
 from tests.fakes import makeFeed
@@ -44,11 +46,14 @@ def updateMessage(bug: int, when: str) -> dict:
     return {"command": "update", "bug": bug, "when": when}
 
 
-class FeedServerProtocolTests(SynchronousTestCase):
+class ServerTestCase(SynchronousTestCase):
     """
     One or more clients of a factory serving the feeds C{/dev/} and
-    C{/prod/}.
+    C{/prod/}, with the limits of the class.
     """
+
+    limits = ClientLimits(maxMessageSize=MAX_MESSAGE_SIZE)
+    allowedOrigins: Optional[List[str]] = None
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
@@ -67,7 +72,8 @@ class FeedServerProtocolTests(SynchronousTestCase):
             pingInterval=PING_INTERVAL,
             pingTimeout=PING_TIMEOUT,
             handshakeTimeout=HANDSHAKE_TIMEOUT,
-            maxMessageSize=MAX_MESSAGE_SIZE,
+            limits=self.limits,
+            allowedOrigins=self.allowedOrigins,
         )
         # Cleanups run last-registered first: this one runs after every
         # connection has been closed by the cleanups connect() adds.
@@ -107,6 +113,12 @@ class FeedServerProtocolTests(SynchronousTestCase):
 
     def assertRegistryEmpty(self, feed: Feed) -> None:
         self.assertEqual((feed.registry.subscriberCount, feed.registry.bugCount), (0, 0))
+
+
+class FeedServerProtocolTests(ServerTestCase):
+    """
+    The protocol as clients use it.
+    """
 
     def test_handshakeAccepted(self) -> None:
         """
@@ -528,3 +540,183 @@ class FeedServerProtocolTests(SynchronousTestCase):
         frames = client.receive()
         self.assertEqual([frame.opcode for frame in frames], [PING])
         self.assertNotEqual(frames[0].payload, payload)
+
+
+class LimitsTests(ServerTestCase):
+    """
+    Limits, slow clients and bad input: each gets a clear error or close
+    code, and other clients carry on.
+    """
+
+    limits = ClientLimits(
+        maxMessageSize=MAX_MESSAGE_SIZE,
+        maxSubscriptions=3,
+        commandsPerSecond=5,
+        maxPending=2,
+        slowClientTimeout=20,
+        resumeTimeout=10,
+    )
+    allowedOrigins = ["http://localhost", "https://bugzilla.example.com", "https://*.example.org"]
+
+    def test_tooManyCommandsGetErrorsThenClose1008(self) -> None:
+        """
+        Past the burst, each command gets an error reply; a client that
+        keeps going regardless is closed with 1008; others are unaffected.
+        """
+        client, other = self.openClient(), self.openClient()
+        for _ in range(6):
+            client.sendJSON({"command": "subscriptions"})
+        replies = client.receiveJSON()
+        self.assertEqual([r["result"] for r in replies], ["ok"] * 5 + ["error"])
+        self.assertEqual(replies[-1]["error"], "too many commands; at most 5 per second")
+        self.clock.advance(1)
+        client.sendJSON({"command": "subscriptions"})
+        self.assertEqual(client.receiveJSON()[0]["result"], "ok")
+        for _ in range(11):
+            client.sendJSON({"command": "subscriptions"})
+        self.assertClosedWith(client, 1008)
+        other.sendJSON({"command": "subscriptions"})
+        self.assertEqual(other.receiveJSON()[0]["result"], "ok")
+
+    def test_maxConnectionsRefusedWith503(self) -> None:
+        self.factory.limits = attr.evolve(self.limits, maxConnections=3)
+        clients = [self.openClient() for _ in range(3)]
+        response = self.connect().open("/dev/")
+        self.assertEqual(response.status, 503)
+        self.closeClient(clients[0])
+        self.assertEqual(self.connect().open("/dev/").status, 101)
+
+    def test_maxSubscriptions(self) -> None:
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1, 2, 3, 4]})
+        [reply] = client.receiveJSON()
+        self.assertEqual(reply["error"], "too many subscriptions; at most 3 bugs per connection")
+
+    def test_slowClientKeepsNewestPerBugAndCatchesUp(self) -> None:
+        """
+        While the transport is full, the client's updates are coalesced to
+        the newest per bug, and sent in stream order when it drains.
+        """
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1, 2]})
+        client.receive()
+        producer = client.transport.producer
+        self.assertIsNotNone(producer)
+        producer.pauseProducing()
+        for seq, bug in [(1, 1), (2, 2), (3, 1)]:
+            self.feed.registry.publish(BugUpdate(bug, datetime(2014, 4, 3), seq))
+        self.assertEqual(client.receive(), [])
+        producer.resumeProducing()
+        self.assertEqual([m["seq"] for m in client.receiveJSON()], [2, 3])
+
+    def test_stuckClientClosed4001AndFreed(self) -> None:
+        """
+        A client that stays paused past C{slowClientTimeout} is closed with
+        4001, and what it held is freed at once.
+        """
+        client, other = self.openClient(), self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1]})
+        other.sendJSON({"command": "subscribe", "bugs": [1]})
+        client.receive()
+        other.receive()
+        client.transport.producer.pauseProducing()
+        self.feed.registry.publish(BugUpdate(1, datetime(2014, 4, 3), 1))
+        self.clock.advance(20)
+        [close] = client.receive()
+        self.assertEqual(close.closeCode, 4001)
+        self.assertEqual(self.feed.registry.subscribers(1), {other.protocol})
+        self.assertEqual(self.factory.slowClientCloses, 1)
+        self.assertEqual([m["seq"] for m in other.receiveJSON()], [1])
+        self.clock.advance(10)  # the close handshake times out
+        client.deliverDisconnect()
+        self.assertTrue(client.disconnected)
+
+    def test_tooManyPendingBugsClosed4001(self) -> None:
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1, 2, 3]})
+        client.receive()
+        client.transport.producer.pauseProducing()
+        for bug in (1, 2, 3):
+            self.feed.registry.publish(BugUpdate(bug, datetime(2014, 4, 3), bug))
+        self.assertClosedWith(client, 4001)
+        self.assertEqual(self.feed.registry.bugCount, 0)
+
+    def test_resumeOverTheWire(self) -> None:
+        """
+        A resume waits while the feed is behind; commands sent meanwhile
+        are answered after it, in order.
+        """
+        self.feed.epoch = "e"
+        self.feed.receive(BugUpdate(1, datetime(2014, 4, 3), 5))
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1], "after": 4, "epoch": "e"})
+        client.sendJSON({"command": "subscriptions"})
+        self.assertEqual(client.receive(), [])
+        self.feed.markCaughtUp()
+        replies = client.receiveJSON()
+        self.assertEqual(
+            [(r["command"], r.get("recovered"), r.get("seq")) for r in replies],
+            [("subscribe", True, None), ("update", None, 5), ("subscriptions", None, None)],
+        )
+
+    def test_closingWhileAResumeWaitsLeavesNothing(self) -> None:
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1], "after": 4})
+        client.connectionLost()
+        self.feed.markCaughtUp()
+        self.assertEqual(self.feed.registry.bugCount, 0)
+
+    def test_originNotAllowedRefused(self) -> None:
+        """
+        With an allowlist, a browser from elsewhere is refused; listed
+        origins (wildcards too) are let in.
+        """
+        self.assertEqual(
+            self.connect().open("/dev/", origin="https://evil.example.net").status, 403
+        )
+        self.assertEqual(
+            self.connect().open("/dev/", origin="https://bugzilla.example.com").status, 101
+        )
+        self.assertEqual(self.connect().open("/dev/", origin="https://a.example.org").status, 101)
+
+    def test_permessageDeflateDeclined(self) -> None:
+        """
+        Compression offers are declined, so no compression bomb can reach
+        the server.
+        """
+        response = self.connect().open(
+            "/dev/", extra=["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"]
+        )
+        self.assertEqual(response.status, 101)
+        self.assertNotIn("sec-websocket-extensions", response.headers)
+
+    def assertClosedWith(self, client: InMemoryWebSocketClient, code: int) -> None:
+        """
+        The server's last frame to C{client} is a close with C{code}; the
+        client answers it, ending the connection.
+        """
+        frames = client.receive()
+        self.assertEqual(frames[-1].closeCode, code)
+        client.sendClose(code)
+        self.assertTrue(client.disconnected)
+        # Autobahn leaves its close-handshake timer to run out even once
+        # the connection is gone; it does nothing then.
+        self.clock.advance(1)
+
+    def test_protocolViolations(self) -> None:
+        """
+        Unmasked frames and unknown opcodes close with 1002, invalid UTF-8
+        with 1007; another client carries on.
+        """
+        other = self.openClient()
+        unmasked = self.openClient()
+        unmasked.send(b"\x81\x02hi")
+        self.assertClosedWith(unmasked, 1002)
+        opcode = self.openClient()
+        opcode.sendFrame(0x3, b"x")
+        self.assertClosedWith(opcode, 1002)
+        utf8 = self.openClient()
+        utf8.sendFrame(TEXT, b"\xff\xfe")
+        self.assertClosedWith(utf8, 1007)
+        other.sendJSON({"command": "version"})
+        self.assertEqual(other.receiveJSON()[0]["result"], "ok")

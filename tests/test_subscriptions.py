@@ -87,7 +87,7 @@ class SubscriptionRegistryTests(SynchronousTestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
         class Broken(RecordingSubscriber):
-            def sendUpdate(self, payload: bytes) -> None:
+            def sendUpdate(self, update: BugUpdate, payload: bytes) -> None:
                 raise RuntimeError("broken pipe")
 
         broken = Broken()
@@ -106,7 +106,7 @@ class SubscriptionRegistryTests(SynchronousTestCase):
         registry = self.registry
 
         class Leaving(RecordingSubscriber):
-            def sendUpdate(self, payload: bytes) -> None:
+            def sendUpdate(self, update: BugUpdate, payload: bytes) -> None:
                 registry.unsubscribeAll(self)
 
         registry.subscribe(Leaving(), [1])

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 import struct
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import attr
 from twisted.internet.error import ConnectionDone
@@ -42,10 +42,16 @@ def acceptFor(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def handshakeRequest(path: str, key: str = DEFAULT_KEY, host: str = "localhost") -> bytes:
+def handshakeRequest(
+    path: str,
+    key: str = DEFAULT_KEY,
+    host: str = "localhost",
+    origin: str = "http://localhost",
+    extra: Sequence[str] = (),
+) -> bytes:
     """
     @return: The HTTP upgrade request a browser sends to open a WebSocket
-        at C{path}.
+        at C{path}, with C{extra} header lines.
     """
     lines = [
         f"GET {path} HTTP/1.1",
@@ -54,7 +60,8 @@ def handshakeRequest(path: str, key: str = DEFAULT_KEY, host: str = "localhost")
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key}",
         "Sec-WebSocket-Version: 13",
-        "Origin: http://localhost",
+        f"Origin: {origin}",
+        *extra,
         "",
         "",
     ]
@@ -223,13 +230,19 @@ class InMemoryWebSocketClient:
         self._unread = b""
         self.protocol.makeConnection(self.transport)
 
-    def open(self, path: str, key: str = DEFAULT_KEY) -> HandshakeResponse:
+    def open(
+        self,
+        path: str,
+        key: str = DEFAULT_KEY,
+        origin: str = "http://localhost",
+        extra: Sequence[str] = (),
+    ) -> HandshakeResponse:
         """
         Send the opening handshake for C{path} and read the response.
 
         @raise AssertionError: If the server sent no complete response.
         """
-        self.send(handshakeRequest(path, key))
+        self.send(handshakeRequest(path, key, origin=origin, extra=extra))
         data = self._take()
         response = parseHandshakeResponse(data)
         if response is None:

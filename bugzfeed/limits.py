@@ -1,0 +1,78 @@
+"""
+What one client connection may do, and the rate limiter that holds it to
+its commands per second.  Every limit is announced to clients by C{hello}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import attr
+from twisted.internet.interfaces import IReactorTime
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class ClientLimits:
+    """
+    @ivar maxMessageSize: Largest client message, in bytes (close 1009).
+    @ivar maxSubscriptions: Bugs one connection may hold.
+    @ivar commandsPerSecond: Commands one connection may send per second,
+        on average; as many again may come in a burst.
+    @ivar maxPending: Bugs with an update waiting for a client that does not
+        read, before it is closed (4001).
+    @ivar slowClientTimeout: Seconds a client may leave its updates unread
+        before it is closed (4001).
+    @ivar maxConnections: Open connections per node; more are refused with
+        HTTP 503.
+    @ivar resumeTimeout: Seconds a resume (C{after}) waits for a node that
+        is still reading its stream before it is answered C{recovered: false}.
+    """
+
+    maxMessageSize: int = 65536
+    maxSubscriptions: int = 1000
+    commandsPerSecond: float = 100.0
+    maxPending: int = 1000
+    slowClientTimeout: float = 30.0
+    maxConnections: int = 50000
+    resumeTimeout: float = 10.0
+
+    def announce(self) -> Dict[str, Any]:
+        """
+        @return: The limits a client must keep to, as C{hello} sends them.
+        """
+        return {
+            "maxMessageSize": self.maxMessageSize,
+            "maxSubscriptions": self.maxSubscriptions,
+            "commandsPerSecond": self.commandsPerSecond,
+            "maxPending": self.maxPending,
+            "slowClientTimeout": self.slowClientTimeout,
+        }
+
+
+class RateLimiter:
+    """
+    A token bucket: C{rate} tokens a second, holding at most C{burst}.
+    """
+
+    def __init__(self, clock: IReactorTime, rate: float, burst: float) -> None:
+        self._clock = clock
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._updated = clock.seconds()
+
+    def allow(self) -> bool:
+        """
+        Take a token if there is one.
+
+        @return: Whether the action may go ahead.
+        """
+        if self._rate <= 0:
+            return True
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
