@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sys
 import uuid
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -20,11 +22,14 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from bugzfeed.amqp import BrokerAddress, BugzfeedAMQFactory
 from bugzfeed.model import streamName
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # libpq's own variables; PGPASSWORD, if set, reaches libpq directly.
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
@@ -176,6 +181,42 @@ def deleteExchanges(exchanges: List[str]) -> Any:
         client.transport.loseConnection()
 
 
+class Daemon(ProcessProtocol):
+    """
+    A twistd process; C{ended} fires when it exits.
+    """
+
+    def __init__(self) -> None:
+        self.ended: Deferred = Deferred()
+        self.output = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value)
+
+    def kill(self) -> Deferred:
+        """
+        Kill the process (SIGKILL) unless it has ended.
+        """
+        if not self.ended.called:
+            self.transport.signalProcess(signal.SIGKILL)
+        return self.ended
+
+    def rss(self) -> int:
+        """
+        @return: The process's resident memory, in KiB.
+        """
+        with open(f"/proc/{self.transport.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
 class FeedClient(WebSocketClientProtocol):
     """
     A WebSocket client that queues every message it gets.
@@ -283,6 +324,25 @@ class IntegrationTestCase(TestCase):
             self.addCleanup(lambda: deleteExchanges(self._exchanges))
         self._exchanges.append(exchange)
         return exchange
+
+    def spawnTwistd(self, *argv: str) -> "Daemon":
+        """
+        Start C{twistd --nodaemon ARGV} in a directory of its own, with this
+        checkout first on its path; killed at the end of the test.
+        """
+        daemon = Daemon()
+        workingDirectory = self.mktemp()
+        os.makedirs(workingDirectory)
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        reactor.spawnProcess(
+            daemon,
+            sys.executable,
+            [*command, "--nodaemon", "--pidfile=", "--logfile=-", *argv],
+            env=dict(os.environ, PYTHONPATH=REPOSITORY),
+            path=workingDirectory,
+        )
+        self.addCleanup(daemon.kill)
+        return daemon
 
     def database(self) -> Database:
         database = Database()

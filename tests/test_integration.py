@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from datetime import datetime, timedelta
 from typing import Any, List
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
@@ -344,50 +342,7 @@ def rabbitmqctl(*args: str) -> Deferred:
     return d.addCallback(check)
 
 
-class Daemon(ProcessProtocol):
-    """
-    A twistd process; C{ended} fires when it exits.
-    """
-
-    def __init__(self) -> None:
-        self.ended: Deferred = Deferred()
-        self.output = b""
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        self.ended.callback(reason.value)
-
-
 class TwistdTests(IntegrationTestCase):
-    def spawn(self, *argv: str) -> Daemon:
-        """
-        Start C{twistd --nodaemon ARGV} in a directory of its own, with this
-        checkout first on its path.
-        """
-        daemon = Daemon()
-        workingDirectory = self.mktemp()
-        os.makedirs(workingDirectory)
-        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        transport = reactor.spawnProcess(
-            daemon,
-            sys.executable,
-            [*command, "--nodaemon", "--pidfile=", "--logfile=-", *argv],
-            env=dict(os.environ, PYTHONPATH=REPOSITORY),
-            path=workingDirectory,
-        )
-
-        def stop() -> Deferred:
-            if not daemon.ended.called:
-                transport.signalProcess(signal.SIGKILL)
-            return daemon.ended
-
-        self.addCleanup(stop)
-        return daemon
-
     @inlineCallbacks
     def test_twistdDaemonsDeliver(self) -> None:
         """
@@ -398,7 +353,7 @@ class TwistdTests(IntegrationTestCase):
         exchange = self.exchange("simple")
         database = self.database()
         port = freePort()
-        server = self.spawn(
+        server = self.spawnTwistd(
             "bugzfeed",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
@@ -407,7 +362,7 @@ class TwistdTests(IntegrationTestCase):
             "--feed",
             f"/={exchange}",
         )
-        shim = self.spawn(
+        shim = self.spawnTwistd(
             "bugzfeed-shim",
             "--database",
             database.dsn,

@@ -1,0 +1,277 @@
+"""
+The promise under faults, against the real processes: C{twistd bugzfeed}
+and C{twistd bugzfeed-shim}, real PostgreSQL and RabbitMQ, real WebSocket
+clients on loopback.  Each test inserts rows, injects a fault, and checks
+that every subscribed client saw every committed change (at least once) and
+that the table drained.
+
+Tests that call L{slow} are skipped when C{BUGZFEED_QUICK=1}; C{scripts/test}
+(and so CI) runs them all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import Any, Dict, List, Optional, Set
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest
+
+from tests.integration import AMQP_URL, Client, Daemon, IntegrationTestCase, freePort, waitFor
+from tests.wsframes import clientFrame, handshakeRequest
+
+BASE = datetime.utcnow().replace(microsecond=0) - timedelta(minutes=5)
+
+
+def slow() -> None:
+    """
+    Skip a slow test when the quick suite is asked for.
+    """
+    if os.environ.get("BUGZFEED_QUICK") == "1":
+        raise SkipTest("slow fault test (BUGZFEED_QUICK=1)")
+
+
+class Ledger:
+    """
+    What one client saw: per bug, the change times it was told of; the
+    C{seq} of its last update; the replies it got.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.seen: Dict[int, Set[str]] = {}
+        self.lastSeq = -1
+        self.updates = 0
+        self.replies: List[Dict[str, Any]] = []
+        self._next()
+
+    def _next(self) -> None:
+        self.client._factory.received.get().addCallback(self._take)
+
+    def _take(self, message: Dict[str, Any]) -> None:
+        if message.get("command") == "update":
+            self.updates += 1
+            self.seen.setdefault(message["bug"], set()).add(message["when"])
+            self.lastSeq = max(self.lastSeq, message["seq"])
+        else:
+            self.replies.append(message)
+        self._next()
+
+    def reply(self, command: str) -> Optional[Dict[str, Any]]:
+        found = [reply for reply in self.replies if reply.get("command") == command]
+        return found[-1] if found else None
+
+    def missing(self, expected: Dict[int, str]) -> List[int]:
+        """
+        @return: The bugs whose expected change this client was not told of.
+        """
+        return [bug for bug, when in expected.items() if when not in self.seen.get(bug, ())]
+
+
+class FaultTestCase(IntegrationTestCase):
+    timeout = 240
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.exchangeName = self.exchange("faults")
+        self.db = self.database()
+        #: bug -> the change time of its latest row
+        self.expected: Dict[int, str] = {}
+        self.changes = 0
+
+    def startServer(self, port: int, *extra: str) -> Daemon:
+        return self.spawnTwistd(
+            "bugzfeed",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--amqp",
+            AMQP_URL,
+            "--heartbeat",
+            "2",
+            "--feed",
+            f"/={self.exchangeName}",
+            *extra,
+        )
+
+    def startShim(self) -> Daemon:
+        return self.spawnTwistd(
+            "bugzfeed-shim",
+            "--database",
+            self.db.dsn,
+            "--amqp",
+            AMQP_URL,
+            "--heartbeat",
+            "2",
+            "--exchange",
+            self.exchangeName,
+            "--table",
+            self.db.table,
+            "--install-trigger",
+            "--poll-interval",
+            "0.5",
+        )
+
+    @inlineCallbacks
+    def subscribe(self, port: int, bugs: List[int], **fields: Any) -> Any:
+        """
+        Connect, say C{hello}, and subscribe to C{bugs} with C{fields}.
+
+        @return: The client's L{Ledger}, once the subscribe reply came.
+        """
+        client = yield self.client(port, timeout=60)
+        ledger = Ledger(client)
+        client.send({"command": "hello"})
+        client.send({"command": "subscribe", "bugs": bugs, **fields})
+        yield waitFor(lambda: ledger.reply("subscribe"), timeout=30, what="the subscribe reply")
+        return ledger
+
+    def insert(self, bugs: List[int]) -> None:
+        for bug in bugs:
+            self.changes += 1
+            moment = BASE + timedelta(seconds=self.changes)
+            self.db.insert(bug, moment)
+            self.expected[bug] = moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+    @inlineCallbacks
+    def allDelivered(self, ledgers: List[Ledger], timeout: float = 90) -> Any:
+        yield waitFor(
+            lambda: all(not ledger.missing(self.expected) for ledger in ledgers),
+            timeout=timeout,
+            what="every client to see every change",
+        )
+        yield waitFor(lambda: self.db.count() == 0, timeout=timeout, what="the table to drain")
+
+
+class ResumeFaultTests(FaultTestCase):
+    @inlineCallbacks
+    def test_nodeKilledAndRestartedClientsResumeWithAfter(self) -> None:
+        """
+        A node killed with SIGKILL and started again: a client resuming with
+        C{after} is told C{recovered: true} and gets every change committed
+        while it was away.
+        """
+        slow()
+        port = freePort()
+        node = self.startServer(port)
+        self.startShim()
+        bugs = list(range(1, 201))
+        ledger = yield self.subscribe(port, bugs)
+        self.insert(bugs[:100])
+        yield self.allDelivered([ledger])
+        yield node.kill()
+        self.expected = {}
+        self.insert(bugs[100:])
+        yield waitFor(lambda: self.db.count() == 0, timeout=60, what="rows published meanwhile")
+        self.startServer(port)
+        epoch = ledger.reply("hello")["epoch"]  # type: ignore[index]
+        resumed = yield self.subscribe(port, bugs, after=ledger.lastSeq, epoch=epoch)
+        self.assertTrue(resumed.reply("subscribe")["recovered"], resumed.replies)
+        yield self.allDelivered([resumed])
+        self.assertEqual(resumed.updates, 100, "exactly the missed changes, no duplicate")
+
+    @inlineCallbacks
+    def test_clientResumesOnASecondNode(self) -> None:
+        """
+        Two nodes read one stream: a cursor from one resumes exactly on the
+        other.
+        """
+        slow()
+        first, second = freePort(), freePort()
+        self.startServer(first)
+        self.startServer(second)
+        self.startShim()
+        bugs = list(range(1, 51))
+        ledger = yield self.subscribe(first, bugs)
+        self.insert(bugs)
+        yield self.allDelivered([ledger])
+        yield ledger.client.close()
+        self.expected = {}
+        self.insert(bugs[:25])
+        yield waitFor(lambda: self.db.count() == 0, timeout=60, what="rows published meanwhile")
+        epoch = ledger.reply("hello")["epoch"]  # type: ignore[index]
+        resumed = yield self.subscribe(second, bugs, after=ledger.lastSeq, epoch=epoch)
+        self.assertTrue(resumed.reply("subscribe")["recovered"], resumed.replies)
+        yield self.allDelivered([resumed])
+        self.assertEqual(resumed.updates, 25)
+
+
+class ShimFaultTests(FaultTestCase):
+    @inlineCallbacks
+    def test_shimKilledMidStreamLosesNothing(self) -> None:
+        """
+        The shim killed with SIGKILL while publishing (between publishes and
+        deletes) and started again: nothing is lost, duplicates are bounded
+        by what was in flight.
+        """
+        slow()
+        port = freePort()
+        self.startServer(port)
+        shim = self.startShim()
+        bugs = list(range(1, 1001))
+        ledger = yield self.subscribe(port, bugs)
+        self.insert(bugs)
+        yield waitFor(lambda: self.db.count() < 900, timeout=60, what="the drain to start")
+        yield shim.kill()
+        left = self.db.count()
+        self.startShim()
+        yield self.allDelivered([ledger])
+        duplicates = ledger.updates - len(bugs)
+        self.assertLessEqual(duplicates, 1000, f"{duplicates} duplicates, {left} rows left at kill")
+
+    @inlineCallbacks
+    def test_rowsWaitUntilAStreamIsBound(self) -> None:
+        """
+        With no server yet, nothing is bound to the exchange: rows are
+        returned and stay in the table until a node binds its stream.
+        """
+        slow()
+        shim = self.startShim()
+        self.insert([1, 2, 3])
+        yield waitFor(lambda: b"did not take" in shim.output, timeout=30, what="a returned publish")
+        self.assertEqual(self.db.count(), 3)
+        port = freePort()
+        self.startServer(port)
+        ledger = yield self.subscribe(port, [1, 2, 3], since=BASE.isoformat())
+        yield self.allDelivered([ledger])
+
+
+class SlowClientFaultTests(FaultTestCase):
+    @inlineCallbacks
+    def test_clientThatNeverReadsIsClosedOthersUnaffected(self) -> None:
+        """
+        A client that subscribes and then never reads (nor answers pings)
+        is closed, while another client keeps getting every change.
+        """
+        port = freePort()
+        server = self.startServer(port, "--ping-interval", "1s", "--ping-timeout", "1s")
+        self.startShim()
+        reader = yield self.subscribe(port, [1, 2])
+        stuck = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(stuck.close)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.sendall(handshakeRequest("/"))
+        stuck.sendall(clientFrame(0x1, b'{"command": "subscribe", "bugs": [1, 2]}'))
+        before = server.rss()
+        self.insert([1, 2] * 50)
+        yield self.allDelivered([reader])
+        yield waitFor(
+            lambda: b"ping timeout" in server.output.lower() or _closed(stuck),
+            timeout=30,
+            what="the stuck client to be closed",
+        )
+        self.assertLess(server.rss() - before, 20_000, "server memory grew by over 20 MB")
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
