@@ -23,6 +23,8 @@ class Feed:
     exchange: str
     registry: SubscriptionRegistry
     history: UpdateHistory
+    #: Updates received as news (for metrics).
+    received: int = attr.ib(default=0, init=False)
 
     @property
     def stream(self) -> str:
@@ -40,5 +42,6 @@ class Feed:
         """
         Remember C{update} and push it to its bug's subscribers.
         """
+        self.received += 1
         self.history.add(update)
         self.registry.publish(update)
