@@ -12,7 +12,6 @@ import attr
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -20,14 +19,17 @@ from bugzfeed.config import (
     MAX_HEARTBEAT,
     EnvironmentOptions,
     checkExchange,
+    checkServerEndpoint,
     environmentName,
     redactURL,
 )
 from bugzfeed.consumer import STREAM_RETENTION, FeedConsumer, consumerService
 from bugzfeed.feed import Feed
 from bugzfeed.history import UpdateHistory
+from bugzfeed.metrics import serverRegistry
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizePath
 from bugzfeed.subscriptions import SubscriptionRegistry
+from bugzfeed.web import adminResources, adminService, makeSite, webSocketFrontDoor
 
 _log = Logger()
 
@@ -54,6 +56,7 @@ class ServerConfig:
     pingTimeout: float = 30.0
     handshakeTimeout: float = 10.0
     maxMessageSize: int = 65536
+    admin: Optional[str] = None
 
 
 def checkListen(description: str) -> str:
@@ -61,15 +64,7 @@ def checkListen(description: str) -> str:
     @return: C{description}, checked to be a server endpoint description.
     @raise usage.UsageError: If it is not.
     """
-    try:
-        # Building an endpoint does no I/O: no reactor needed.
-        endpoint = serverFromString(None, description)
-    except Exception as e:
-        raise usage.UsageError(f"--listen: not an endpoint description: {description!r} ({e})")
-    port = getattr(endpoint, "_port", 0)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise usage.UsageError(f"--listen: no such port: {port}")
-    return description
+    return checkServerEndpoint("listen", description)
 
 
 def parseFeed(text: str) -> Tuple[str, str]:
@@ -89,9 +84,12 @@ def parseFeed(text: str) -> Tuple[str, str]:
 class Options(EnvironmentOptions):
     synopsis = "[options]"
     longdesc = (
-        "Serve bug-change notifications to WebSocket clients. Every option can also be set"
-        " from an environment variable: --amqp from BUGZFEED_AMQP, and so on; --feed from"
-        " BUGZFEED_FEED, with several PATH=EXCHANGE separated by spaces."
+        "Serve bug-change notifications to WebSocket clients. The same port answers plain"
+        " HTTP: a browser GET of a feed's path gets an example page, and /healthz, /readyz"
+        " and /metrics (Prometheus) are there too unless --admin moves them to a listener of"
+        " their own. Every option can also be set from an environment variable: --amqp from"
+        " BUGZFEED_AMQP, and so on; --feed from BUGZFEED_FEED, with several PATH=EXCHANGE"
+        " separated by spaces."
     )
     optParameters: List[List[Any]] = [
         ["listen", None, "tcp:8844", "Where to serve WebSockets (a strports description)."],
@@ -112,6 +110,13 @@ class Options(EnvironmentOptions):
             None,
             "65536",
             "Largest client message in bytes; larger ones get close code 1009.",
+        ],
+        [
+            "admin",
+            None,
+            None,
+            "Serve /healthz, /readyz and /metrics on a listener of their own (a strports"
+            " description, such as tcp:9100:interface=127.0.0.1) instead of on --listen.",
         ],
     ]
 
@@ -146,17 +151,21 @@ class Options(EnvironmentOptions):
             pingTimeout=self.duration("ping-timeout"),
             handshakeTimeout=self.duration("handshake-timeout"),
             maxMessageSize=self.integer("max-message-size", minimum=128),
+            admin=checkServerEndpoint("admin", self["admin"]) if self["admin"] else None,
         )
 
 
 class BugzfeedServer(MultiService):
     """
-    The server's service tree: the stream consumer, then the WebSocket
-    listener (so that stopping closes the listener first).
+    The server's service tree: the stream consumer, then the listeners (so
+    that stopping closes the listeners first).
 
     @ivar feeds: The feeds served.
     @ivar consumer: Reads the feeds' streams.
     @ivar factory: The WebSocket factory.
+    @ivar site: The HTTP site on C{--listen}, which hands WebSocket upgrades
+        to C{factory}.
+    @ivar metrics: The server's own Prometheus registry.
     """
 
     def __init__(self, config: ServerConfig, reactor: Any) -> None:
@@ -182,10 +191,33 @@ class BugzfeedServer(MultiService):
             handshakeTimeout=config.handshakeTimeout,
             maxMessageSize=config.maxMessageSize,
         )
-        listener = strports.service(config.listen, self.factory, reactor=reactor)
+        self.metrics = serverRegistry(self.factory, self.feeds, self.consumer)
+        admin = adminResources(self.isReady, self.metrics, reactor)
+        # The handshake timeout also bounds how long a connection may wait
+        # before sending its request.
+        self.site = makeSite(
+            webSocketFrontDoor(
+                self.factory,
+                lambda path: self.factory.feedAt(path) is not None,
+                {} if config.admin else admin,
+            ),
+            reactor,
+            config.handshakeTimeout,
+        )
+        listener = strports.service(config.listen, self.site, reactor=reactor)
         listener.setName("websocket")
         listener.setServiceParent(self)
+        if config.admin is not None:
+            adminService(config.admin, admin, reactor).setServiceParent(self)
         self._config = config
+
+    def isReady(self) -> bool:
+        """
+        Whether this node serves updates: running, listening for clients
+        and consuming every feed's stream.
+        """
+        # A factory counts the ports it listens on.
+        return bool(self.running and self.site.numPorts > 0 and self.consumer.consuming)
 
     def startService(self) -> None:
         _log.info(
