@@ -92,7 +92,7 @@ class Options(EnvironmentOptions):
         " separated by spaces."
     )
     optParameters: List[List[Any]] = [
-        ["listen", None, "tcp:8844", "Where to serve WebSockets (a strports description)."],
+        ["listen", None, "tcp:8844", "Where to serve WebSockets and HTTP (strports description)."],
         ["amqp", None, "amqp://guest:guest@localhost:5672/", "RabbitMQ broker URL."],
         ["heartbeat", None, "30", "AMQP heartbeat interval in seconds (0 switches it off)."],
         ["history", None, "24h", "How far back each feed remembers updates for catch-up."],
@@ -103,7 +103,8 @@ class Options(EnvironmentOptions):
             "handshake-timeout",
             None,
             "10s",
-            "Close a client that has not finished its handshake in this time.",
+            "Close a client that has not finished its handshake (or, idle, not sent a"
+            " request) in this time.",
         ],
         [
             "max-message-size",
