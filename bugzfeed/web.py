@@ -105,8 +105,9 @@ class MetricsResource(Resource):
         gone: List[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         d = maybeDeferred(self.refresh).addTimeout(REFRESH_TIMEOUT, self._clock)
+        # The daemon logs its outages already: once per scrape would be noise.
         d.addErrback(
-            lambda f: self._log.warn("Metrics refresh failed: {error}", error=f.getErrorMessage())
+            lambda f: self._log.debug("Metrics refresh failed: {error}", error=f.getErrorMessage())
         )
 
         def answer(_: Any) -> None:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -36,7 +36,7 @@ from bugzfeed.web import (
     makeSite,
     webSocketFrontDoor,
 )
-from tests.fakes import makeFeed
+from tests.fakes import FakeChannel, makeFeed
 from tests.wsframes import DEFAULT_KEY, acceptFor, handshakeRequest, parseHandshakeResponse
 
 
@@ -336,6 +336,20 @@ class SharedPortTests(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
         self.assertTrue(transport.value().endswith(b"ok\n"))
 
+    def test_pageAtFeedPathsOnly(self) -> None:
+        """
+        A plain GET gets the example page at a feed's path, with or without
+        its trailing slash, and a 404 elsewhere.
+        """
+        for path, status in [(b"/", b"200"), (b"/?x=1", b"200"), (b"/dev/", b"404")]:
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 " + status), path)
+        self.factory.feeds = {"/dev/": self.feed}
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /dev HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.assertIn(b"<!DOCTYPE html>", transport.value())
+
     def test_silentConnectionClosedAfterHandshakeTimeout(self) -> None:
         """
         A connection that never sends its request is closed after the
@@ -418,17 +432,10 @@ class ShimReadinessTests(SynchronousTestCase):
         service.database.connected = True
         self.assertEqual(ready(), 503)
         self.patch(service.shim, "drain", lambda: None)  # no table here
-        service.shim.publisherReady(FakeIdleChannel())
+        service.shim.publisherReady(FakeChannel())
         self.assertEqual(ready(), 200)
         service._connection.detector.connectionIsDead = True
         self.assertEqual(ready(), 503)
         service._connection.detector.connectionIsDead = False
         service.shim.publisherLost()
         self.assertEqual(ready(), 503)
-
-
-class FakeIdleChannel:
-    """A channel for a shim whose table is never read here."""
-
-    def basic_publish(self, **kwargs: Any) -> Deferred:
-        return succeed(None)
