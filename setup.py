@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Push notifications of bug changes over WebSockets",
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
-    package_data={"bugzfeed": ["amqp0-9-1.xml"]},
+    package_data={"bugzfeed": ["amqp0-9-1.xml", "static/*"]},
     python_requires=">=3.11",
     install_requires=[
         "twisted>=23.10",
@@ -15,6 +15,9 @@ setup(
         "psycopg2-binary>=2.9",
         "attrs>=22.2",
         "zope.interface",
+        "prometheus-client>=0.17",
     ],
-    extras_require={"test": ["hypothesis>=6", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.4"]},
+    extras_require={
+        "test": ["hypothesis>=6", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.4", "selenium>=4.10"]
+    },
 )

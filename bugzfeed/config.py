@@ -10,6 +10,7 @@ import re
 from typing import Any, List, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from bugzfeed.model import MAX_EXCHANGE_BYTES
@@ -147,3 +148,20 @@ def redactDSN(dsn: str) -> str:
     if "://" in dsn:
         return redactURL(dsn)
     return _DSN_PASSWORD.sub(r"\1***", dsn)
+
+
+def checkServerEndpoint(option: str, description: str) -> str:
+    """
+    @return: C{description}, checked to be a server endpoint description
+        (strports), such as C{tcp:8844} or C{tcp:9100:interface=127.0.0.1}.
+    @raise usage.UsageError: If it is not.
+    """
+    try:
+        # Building an endpoint does no I/O: no reactor needed.
+        endpoint = serverFromString(None, description)
+    except Exception as e:
+        raise usage.UsageError(f"--{option}: not an endpoint description: {description!r} ({e})")
+    port = getattr(endpoint, "_port", 0)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"--{option}: no such port: {port}")
+    return description

@@ -36,6 +36,12 @@ class Feed:
     epoch: Optional[str] = None
     caughtUp: bool = False
     _caughtUpWaiters: Waiters = attr.ib(factory=Waiters, init=False)
+    #: Updates received as news (for metrics).
+    received: int = attr.ib(default=0, init=False)
+    #: Resumes with C{after}, by outcome, and the updates they replayed.
+    replaysRecovered: int = attr.ib(default=0, init=False)
+    replaysNotRecovered: int = attr.ib(default=0, init=False)
+    replayedUpdates: int = attr.ib(default=0, init=False)
 
     @property
     def stream(self) -> str:
@@ -53,6 +59,7 @@ class Feed:
         """
         Remember C{update} and push it to its bug's subscribers.
         """
+        self.received += 1
         self.history.add(update)
         self.registry.publish(update)
 

@@ -236,7 +236,10 @@ def _resume(command: _Command, bugs: List[int], after: int, epoch: Optional[str]
     command.checkCapacity(bugs)
     held = feed.registry.subscribe(command.subscriber, bugs)
     reply = okReply("subscribe", bugs=held, recovered=True, epoch=feed.epoch)
-    return Answer(reply, history.after(bugs, after))
+    replayed = history.after(bugs, after)
+    feed.replaysRecovered += 1
+    feed.replayedUpdates += len(replayed)
+    return Answer(reply, replayed)
 
 
 def _notRecovered(command: _Command, bugs: List[int], reason: str) -> Answer:
@@ -246,6 +249,7 @@ def _notRecovered(command: _Command, bugs: List[int], reason: str) -> Answer:
     """
     command.checkCapacity(bugs)
     held = command.feed.registry.subscribe(command.subscriber, bugs)
+    command.feed.replaysNotRecovered += 1
     reply = okReply(
         "subscribe", bugs=held, recovered=False, reason=reason, epoch=command.feed.epoch
     )

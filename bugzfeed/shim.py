@@ -12,7 +12,7 @@ flight.
 from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import psycopg2
 from twisted.application.internet import ClientService
@@ -69,6 +69,15 @@ class PushNotifyTable:
             ([row.id for row in rows], [row.deltaTs for row in rows]),
         )
         return d.addCallback(len)
+
+    def backlog(self) -> Deferred:
+        """
+        @return: A L{Deferred} firing with C{(count, oldest)}: how many rows
+            wait, and the earliest C{delta_ts} among them (L{None} when
+            none), as stored.
+        """
+        d = self._connection.runQuery(f"SELECT count(*), min(delta_ts) FROM {self._quoted}")
+        return d.addCallback(lambda rows: (rows[0][0], rows[0][1]))
 
     def check(self) -> Deferred:
         """
@@ -129,6 +138,11 @@ class PushNotifyShim:
         self._stopping = False
         self.published = 0
         self.deleted = 0
+        #: Rows sent back to the table to be published again (for metrics).
+        self.requeued = 0
+        #: Called with each confirm's delay in seconds (a metrics hook).
+        self.observeConfirmDelay: Callable[[float], None] = lambda seconds: None
+        self._publishedAt: Dict[Tuple[int, datetime], float] = {}
 
     # The broker side
 
@@ -147,6 +161,8 @@ class PushNotifyShim:
         """
         self._channel = None
         abandoned = self._tracker.abandon()
+        self.requeued += len(abandoned)
+        self._publishedAt.clear()
         if abandoned:
             self._log.info(
                 "Broker connection lost with {count} rows unconfirmed; they stay queued",
@@ -160,6 +176,12 @@ class PushNotifyShim:
         The broker confirmed (or refused) one or more published rows.
         """
         sent, unsent = self._tracker.confirmed(deliveryTag, multiple, acked)
+        self.requeued += len(unsent)
+        now = self._clock.seconds()
+        for row in sent + unsent:
+            publishedAt = self._publishedAt.pop(row.key, None)
+            if publishedAt is not None:
+                self.observeConfirmDelay(now - publishedAt)
         if unsent and not self._unroutable:
             self._log.warn(
                 "The broker did not take {count} rows (is a stream bound to {exchange}?);"
@@ -269,6 +291,7 @@ class PushNotifyShim:
         body = encodePulseEnvelope(row.bug, changed, self.exchange, sent=now)
         self._tracker.published(row)
         self.published += 1
+        self._publishedAt[row.key] = self._clock.seconds()
         d = channel.basic_publish(
             exchange=self.exchange,
             routing_key=str(row.bug),
@@ -297,6 +320,7 @@ class PushNotifyShim:
                 try:
                     self.deleted += yield self._table.deleteUnchanged(batch)
                 except Exception:
+                    self.requeued += len(batch)
                     self._log.failure(
                         "Deleting {count} confirmed rows failed; they will be published again",
                         count=len(batch),
@@ -306,6 +330,11 @@ class PushNotifyShim:
         finally:
             self._flushing = False
             self._checkIdle()
+
+    @property
+    def publishing(self) -> bool:
+        """Whether a confirm-mode channel to the broker is open."""
+        return self._channel is not None
 
     def stop(self) -> Deferred:
         """

@@ -6,7 +6,7 @@ tree they describe.
 from __future__ import annotations
 
 from datetime import tzinfo
-from typing import Any, List
+from typing import Any, List, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attr
@@ -23,6 +23,7 @@ from bugzfeed.config import (
     MAX_HEARTBEAT,
     EnvironmentOptions,
     checkExchange,
+    checkServerEndpoint,
     redactDSN,
     redactURL,
 )
@@ -33,6 +34,8 @@ from bugzfeed.shim import (
     PushNotifyTable,
     publisherService,
 )
+from bugzfeed.shimmetrics import shimRegistry
+from bugzfeed.web import adminResources, adminService
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -51,6 +54,7 @@ class ShimConfig:
     batchSize: int = 500
     maxInFlight: int = 1000
     installTrigger: bool = False
+    admin: Optional[str] = None
 
 
 class Options(EnvironmentOptions):
@@ -58,7 +62,8 @@ class Options(EnvironmentOptions):
     longdesc = (
         "Publish the rows of the tracker's push_notify table to a RabbitMQ exchange, deleting"
         " each once the broker has confirmed it. Every option can also be set from an"
-        " environment variable: --database from BUGZFEED_DATABASE, and so on."
+        " environment variable: --database from BUGZFEED_DATABASE, and so on. The shim serves"
+        " /healthz, /readyz and /metrics (Prometheus) only when --admin names a listener."
     )
     optParameters: List[List[Any]] = [
         ["database", None, "dbname=bugs", "PostgreSQL to read: a libpq DSN or postgresql:// URL."],
@@ -70,6 +75,13 @@ class Options(EnvironmentOptions):
         ["db-timezone", None, "UTC", "Zone the table's delta_ts is written in (an IANA name)."],
         ["batch-size", None, "500", "Rows read, or deleted, per query."],
         ["max-in-flight", None, "1000", "Published rows awaiting the broker's confirm, at most."],
+        [
+            "admin",
+            None,
+            None,
+            "Serve /healthz, /readyz and /metrics on this listener (a strports description,"
+            " such as tcp:9101:interface=127.0.0.1); without it the shim serves no HTTP.",
+        ],
     ]
     optFlags = [
         ["install-trigger", None, "Install (or replace) the NOTIFY trigger on the table at start."],
@@ -99,17 +111,20 @@ class Options(EnvironmentOptions):
             batchSize=self.integer("batch-size", minimum=1),
             maxInFlight=self.integer("max-in-flight", minimum=1),
             installTrigger=bool(self["install-trigger"]),
+            admin=checkServerEndpoint("admin", self["admin"]) if self["admin"] else None,
         )
 
 
 class ShimService(MultiService):
     """
-    The shim's service tree: the broker connection, then the database
-    connection; stopping runs in that reverse order, one after the other, so
-    that confirms settle before the broker connection goes.
+    The shim's service tree: the admin listener if any, the broker
+    connection, then the database connection; stopping runs in that reverse
+    order, one after the other, so that confirms settle before the broker
+    connection goes.
 
     @ivar shim: The shim's logic.
     @ivar database: The database side.
+    @ivar metrics: The shim's own Prometheus registry.
     """
 
     def __init__(self, config: ShimConfig, reactor: Any) -> None:
@@ -124,6 +139,11 @@ class ShimService(MultiService):
             batchSize=config.batchSize,
             maxInFlight=config.maxInFlight,
         )
+        self._connection = connection
+        self.metrics, collector = shimRegistry(self.shim, table, reactor, config.dbTimezone)
+        if config.admin is not None:
+            admin = adminResources(self.isReady, self.metrics, reactor, collector.refresh)
+            adminService(config.admin, admin, reactor).setServiceParent(self)
         publisher = publisherService(reactor, config.amqp, config.heartbeat, self.shim)
         publisher.setName("amqp")
         publisher.setServiceParent(self)
@@ -139,6 +159,19 @@ class ShimService(MultiService):
         self.database.setName("database")
         self.database.setServiceParent(self)
         self._config = config
+
+    def isReady(self) -> bool:
+        """
+        Whether the shim can move rows: running, connected to PostgreSQL
+        and listening there, and holding a confirm-mode channel to the
+        broker.
+        """
+        return bool(
+            self.running
+            and self.database.connected
+            and not self._connection.detector.connectionIsDead
+            and self.shim.publishing
+        )
 
     def startService(self) -> None:
         Logger().info(
@@ -158,6 +191,8 @@ class ShimService(MultiService):
         Service.stopService(self)
         d = self.database.stopService()
         d.addCallback(lambda _: self.getServiceNamed("amqp").stopService())
+        if self.namedServices.get("admin") is not None:
+            d.addCallback(lambda _: self.getServiceNamed("admin").stopService())
         return d
 
 

@@ -40,6 +40,8 @@ class SubscriptionRegistry:
     def __init__(self) -> None:
         self._subscribersByBug: Dict[int, Set[ISubscriber]] = {}
         self._bugsBySubscriber: Dict[ISubscriber, Set[int]] = {}
+        #: Updates pushed, one per subscriber (for metrics).
+        self.deliveries = 0
 
     def subscribe(self, subscriber: ISubscriber, bugs: Iterable[int]) -> List[int]:
         """
@@ -119,6 +121,7 @@ class SubscriptionRegistry:
         if not subscribers:
             return 0
         payload = update.toJSON()
+        self.deliveries += len(subscribers)
         # A push may close its connection and so change the set: iterate a copy.
         for subscriber in tuple(subscribers):
             try:

@@ -12,7 +12,6 @@ import attr
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -20,6 +19,7 @@ from bugzfeed.config import (
     MAX_HEARTBEAT,
     EnvironmentOptions,
     checkExchange,
+    checkServerEndpoint,
     environmentName,
     redactURL,
 )
@@ -27,8 +27,10 @@ from bugzfeed.consumer import STREAM_RETENTION, FeedConsumer, consumerService
 from bugzfeed.feed import Feed
 from bugzfeed.history import UpdateHistory
 from bugzfeed.limits import ClientLimits
+from bugzfeed.metrics import serverRegistry
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizeOrigin, normalizePath
 from bugzfeed.subscriptions import SubscriptionRegistry
+from bugzfeed.web import adminResources, adminService, makeSite, webSocketFrontDoor
 
 _log = Logger()
 
@@ -56,6 +58,7 @@ class ServerConfig:
     handshakeTimeout: float = 10.0
     limits: ClientLimits = ClientLimits()
     allowedOrigins: Tuple[str, ...] = ()
+    admin: Optional[str] = None
 
 
 def checkListen(description: str) -> str:
@@ -63,15 +66,7 @@ def checkListen(description: str) -> str:
     @return: C{description}, checked to be a server endpoint description.
     @raise usage.UsageError: If it is not.
     """
-    try:
-        # Building an endpoint does no I/O: no reactor needed.
-        endpoint = serverFromString(None, description)
-    except Exception as e:
-        raise usage.UsageError(f"--listen: not an endpoint description: {description!r} ({e})")
-    port = getattr(endpoint, "_port", 0)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise usage.UsageError(f"--listen: no such port: {port}")
-    return description
+    return checkServerEndpoint("listen", description)
 
 
 def parseOrigins(text: str) -> Tuple[str, ...]:
@@ -108,12 +103,15 @@ def parseFeed(text: str) -> Tuple[str, str]:
 class Options(EnvironmentOptions):
     synopsis = "[options]"
     longdesc = (
-        "Serve bug-change notifications to WebSocket clients. Every option can also be set"
-        " from an environment variable: --amqp from BUGZFEED_AMQP, and so on; --feed from"
-        " BUGZFEED_FEED, with several PATH=EXCHANGE separated by spaces."
+        "Serve bug-change notifications to WebSocket clients. The same port answers plain"
+        " HTTP: a browser GET of a feed's path gets an example page, and /healthz, /readyz"
+        " and /metrics (Prometheus) are there too unless --admin moves them to a listener of"
+        " their own. Every option can also be set from an environment variable: --amqp from"
+        " BUGZFEED_AMQP, and so on; --feed from BUGZFEED_FEED, with several PATH=EXCHANGE"
+        " separated by spaces."
     )
     optParameters: List[List[Any]] = [
-        ["listen", None, "tcp:8844", "Where to serve WebSockets (a strports description)."],
+        ["listen", None, "tcp:8844", "Where to serve WebSockets and HTTP (strports description)."],
         ["amqp", None, "amqp://guest:guest@localhost:5672/", "RabbitMQ broker URL."],
         ["heartbeat", None, "30", "AMQP heartbeat interval in seconds (0 switches it off)."],
         ["history", None, "24h", "How far back each feed remembers updates for catch-up."],
@@ -124,7 +122,8 @@ class Options(EnvironmentOptions):
             "handshake-timeout",
             None,
             "10s",
-            "Close a client that has not finished its handshake in this time.",
+            "Close a client that has not finished its handshake (or, idle, not sent a"
+            " request) in this time.",
         ],
         [
             "max-message-size",
@@ -171,6 +170,13 @@ class Options(EnvironmentOptions):
             " allowed (https://*.example.com); default: any. Clients that send no Origin"
             " (not browsers) are always allowed.",
         ],
+        [
+            "admin",
+            None,
+            None,
+            "Serve /healthz, /readyz and /metrics on a listener of their own (a strports"
+            " description, such as tcp:9100:interface=127.0.0.1) instead of on --listen.",
+        ],
     ]
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
@@ -213,17 +219,21 @@ class Options(EnvironmentOptions):
                 resumeTimeout=self.duration("resume-timeout"),
             ),
             allowedOrigins=parseOrigins(self["allowed-origins"]),
+            admin=checkServerEndpoint("admin", self["admin"]) if self["admin"] else None,
         )
 
 
 class BugzfeedServer(MultiService):
     """
-    The server's service tree: the stream consumer, then the WebSocket
-    listener (so that stopping closes the listener first).
+    The server's service tree: the stream consumer, then the listeners (so
+    that stopping closes the listeners first).
 
     @ivar feeds: The feeds served.
     @ivar consumer: Reads the feeds' streams.
     @ivar factory: The WebSocket factory.
+    @ivar site: The HTTP site on C{--listen}, which hands WebSocket upgrades
+        to C{factory}.
+    @ivar metrics: The server's own Prometheus registry.
     """
 
     def __init__(self, config: ServerConfig, reactor: Any) -> None:
@@ -250,10 +260,33 @@ class BugzfeedServer(MultiService):
             limits=config.limits,
             allowedOrigins=list(config.allowedOrigins) or None,
         )
-        listener = strports.service(config.listen, self.factory, reactor=reactor)
+        self.metrics = serverRegistry(self.factory, self.feeds, self.consumer)
+        admin = adminResources(self.isReady, self.metrics, reactor)
+        # The handshake timeout also bounds how long a connection may wait
+        # before sending its request.
+        self.site = makeSite(
+            webSocketFrontDoor(
+                self.factory,
+                lambda path: self.factory.feedAt(path) is not None,
+                {} if config.admin else admin,
+            ),
+            reactor,
+            config.handshakeTimeout,
+        )
+        listener = strports.service(config.listen, self.site, reactor=reactor)
         listener.setName("websocket")
         listener.setServiceParent(self)
+        if config.admin is not None:
+            adminService(config.admin, admin, reactor).setServiceParent(self)
         self._config = config
+
+    def isReady(self) -> bool:
+        """
+        Whether this node serves updates: running, listening for clients
+        and consuming every feed's stream.
+        """
+        # A factory counts the ports it listens on.
+        return bool(self.running and self.site.numPorts > 0 and self.consumer.consuming)
 
     def startService(self) -> None:
         _log.info(

@@ -80,6 +80,11 @@ class FakePushNotifyTable:
         ids = sorted(rowId for rowId in self.rows if rowId > afterId)[:limit]
         return succeed([PendingRow(rowId, *self.rows[rowId]) for rowId in ids])
 
+    def backlog(self) -> Deferred:
+        if not self.rows:
+            return succeed((0, None))
+        return succeed((len(self.rows), min(deltaTs for _, deltaTs in self.rows.values())))
+
     def deleteUnchanged(self, rows: List[PendingRow]) -> Deferred:
         self.deleteCalls.append(list(rows))
         if self.holdDeletes:

@@ -42,6 +42,15 @@ class ServerOptionsTests(SynchronousTestCase):
             (config.listen, config.history, config.historyCount), ("tcp:8844", 86400, 100000)
         )
 
+    def test_admin(self) -> None:
+        """
+        C{--admin} (or C{BUGZFEED_ADMIN}) gives health and metrics a
+        listener of their own; by default they share C{--listen}'s.
+        """
+        self.assertIsNone(serverConfig([]).admin)
+        self.assertEqual(serverConfig(["--admin", "tcp:9100"]).admin, "tcp:9100")
+        self.assertEqual(serverConfig([], {"BUGZFEED_ADMIN": "tcp:9100"}).admin, "tcp:9100")
+
     def test_feedsReplaceDefaults(self) -> None:
         """
         Giving any C{--feed} replaces the defaults.
@@ -80,6 +89,8 @@ class ServerOptionsTests(SynchronousTestCase):
             (["--feed", "/a=amq.topic"], "--feed"),
             (["--feed", "/a=" + "x" * 250], "--feed"),
             (["--amqp", "amqp://u:p@[::1/"], "--amqp"),
+            (["--admin", "garbage"], "--admin"),
+            (["--admin", "tcp:70000"], "--admin"),
         ]:
             error = self.assertRaises(UsageError, serverConfig, argv)
             self.assertIn(word, str(error))
@@ -103,6 +114,8 @@ class ShimOptionsTests(SynchronousTestCase):
             ("dbname=bugs", "push_notify", "exchange/bugzilla/simple", 1.0, ZoneInfo("UTC")),
         )
         self.assertFalse(config.installTrigger)
+        self.assertIsNone(config.admin)
+        self.assertEqual(shimConfig(["--admin", "tcp:9101"]).admin, "tcp:9101")
 
     def test_values(self) -> None:
         """
@@ -137,6 +150,7 @@ class ShimOptionsTests(SynchronousTestCase):
             (["--database", "garbage"], "--database"),
             (["--database", "host=x port"], "--database"),
             (["--heartbeat", "65536"], "--heartbeat"),
+            (["--admin", "garbage"], "--admin"),
         ]:
             error = self.assertRaises(UsageError, shimConfig, argv)
             self.assertIn(word, str(error))
