@@ -471,7 +471,9 @@ class DatabaseService(Service):
         try:
             yield self._table.listen()
         except Exception:
-            self._log.failure("Setting up the PostgreSQL connection failed")
+            if self.running:
+                self._log.failure("Setting up the PostgreSQL connection failed")
+            # Else the connection was closed because we are stopping.
             return
         self.connected = True
         self._log.info(
