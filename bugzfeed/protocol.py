@@ -101,10 +101,6 @@ class FeedServerProtocol(WebSocketServerProtocol):
             limits.maxPending,
             limits.slowClientTimeout,
         )
-        # twisted.web's channel stays registered as the producer of a
-        # connection that Autobahn's WebSocketResource took over from it.
-        if getattr(self.transport, "producer", None) is not None:
-            self.unregisterProducer()
         # The transport pauses the outbox once its write buffer is full.
         self.registerProducer(self.outbox, True)
 

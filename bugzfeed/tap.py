@@ -29,8 +29,9 @@ from bugzfeed.history import UpdateHistory
 from bugzfeed.limits import ClientLimits
 from bugzfeed.metrics import serverRegistry
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizeOrigin, normalizePath
+from bugzfeed.sharedport import SharedPortFactory
 from bugzfeed.subscriptions import SubscriptionRegistry
-from bugzfeed.web import adminResources, adminService, makeSite, webSocketFrontDoor
+from bugzfeed.web import adminResources, adminService, feedFrontDoor, makeSite
 
 _log = Logger()
 
@@ -262,18 +263,18 @@ class BugzfeedServer(MultiService):
         )
         self.metrics = serverRegistry(self.factory, self.feeds, self.consumer)
         admin = adminResources(self.isReady, self.metrics, reactor)
-        # The handshake timeout also bounds how long a connection may wait
-        # before sending its request.
         self.site = makeSite(
-            webSocketFrontDoor(
-                self.factory,
+            feedFrontDoor(
                 lambda path: self.factory.feedAt(path) is not None,
                 {} if config.admin else admin,
             ),
             reactor,
             config.handshakeTimeout,
         )
-        listener = strports.service(config.listen, self.site, reactor=reactor)
+        # The handshake timeout also bounds how long a connection may take
+        # to send its first request.
+        shared = SharedPortFactory(self.factory, self.site, reactor, config.handshakeTimeout)
+        listener = strports.service(config.listen, shared, reactor=reactor)
         listener.setName("websocket")
         listener.setServiceParent(self)
         if config.admin is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any, Callable, List, Mapping, Optional
 
-from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application import strports
@@ -228,20 +227,16 @@ def makeSite(root: IResource, reactor: Any, timeout: float) -> QuietSite:
     return site
 
 
-def webSocketFrontDoor(
-    factory: Any, hasPage: Callable[[str], bool], routes: Mapping[bytes, IResource]
-) -> FrontDoor:
+def feedFrontDoor(hasPage: Callable[[str], bool], routes: Mapping[bytes, IResource]) -> FrontDoor:
     """
-    @param factory: An Autobahn server factory, which takes every WebSocket
-        upgrade (and refuses the paths it does not serve).
     @param hasPage: Whether a plain GET of a path gets the example page.
     @param routes: Other resources by path, such as L{adminResources}.
-    @return: The root of a listener serving both WebSockets and HTTP.
+    @return: The root of the HTTP side of a listener shared with
+        WebSockets (see L{bugzfeed.sharedport}).
     """
     page = ExamplePage(examplePageHTML())
     return FrontDoor(
         routes,
-        websocket=WebSocketResource(factory),
         pageAt=lambda path: page if hasPage(path.decode("utf-8", "replace")) else None,
     )
 

@@ -11,8 +11,10 @@ Tests that call L{slow} are skipped when C{BUGZFEED_QUICK=1}; C{scripts/test}
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Optional, Set
 
@@ -275,3 +277,78 @@ def _closed(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+class BurstFaultTests(FaultTestCase):
+    @inlineCallbacks
+    def test_burstOf100kRowsWithASlowReader(self) -> None:
+        """
+        100,000 rows committed at once drain and reach a subscribed client,
+        with the shim's memory bounded by its batch size; meanwhile a client
+        that stopped reading is closed (4001) without the server's memory
+        growing with what it did not read.
+        """
+        slow()
+        count = 100_000
+        port = freePort()
+        server = self.startServer(
+            port,
+            "--max-subscriptions",
+            str(count),
+            "--max-pending",
+            "150",
+            "--slow-client-timeout",
+            "10s",
+            "--ping-interval",
+            "0",
+        )
+        yield waitFor(lambda: b"Consuming" in server.output, what="the server to consume")
+        chunks = [list(range(start, start + 5000)) for start in range(1, count + 1, 5000)]
+        reader = yield self.subscribe(port, chunks[0])
+        for chunk in chunks[1:]:
+            reader.client.send({"command": "subscribe", "bugs": chunk})
+        stuck = socket.socket()
+        self.addCleanup(stuck.close)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(handshakeRequest("/"))
+        # It holds every bug too: 100,000 updates it does not read are more
+        # than the kernel's socket buffers take.
+        for chunk in chunks:
+            subscribe = {"command": "subscribe", "bugs": chunk}
+            stuck.sendall(clientFrame(0x1, json.dumps(subscribe).encode()))
+        yield waitFor(lambda: len(reader.replies) >= len(chunks) + 1, what="every subscribe reply")
+        serverBefore = server.rss()
+        [[stamp]] = self.db.execute(
+            f"WITH rows AS (INSERT INTO {self.db.table} (bug_id, delta_ts)"
+            f" SELECT g, date_trunc('second', now() AT TIME ZONE 'UTC')"
+            f" FROM generate_series(1, {count}) AS g RETURNING delta_ts)"
+            f" SELECT max(delta_ts) FROM rows"
+        )
+        self.expected = {bug: stamp.strftime("%Y-%m-%dT%H:%M:%S") for bug in range(1, count + 1)}
+        shim = self.startShim()
+        yield waitFor(lambda: b"Connected to PostgreSQL" in shim.output, what="the shim")
+        shimBefore = shim.rss()
+        started = time.monotonic()
+        shimPeak = 0
+
+        def drained() -> bool:
+            nonlocal shimPeak
+            shimPeak = max(shimPeak, shim.rss())
+            return self.db.count() == 0
+
+        yield waitFor(drained, timeout=180, what="the burst to drain")
+        drainSeconds = time.monotonic() - started
+        yield self.allDelivered([reader], timeout=180)
+        deliverSeconds = time.monotonic() - started
+        yield waitFor(
+            lambda: b"too slow" in server.output, timeout=30, what="the slow client to be closed"
+        )
+        serverGrowth = server.rss() - serverBefore
+        shimGrowth = shimPeak - shimBefore
+        print(
+            f"burst of {count}: drained in {drainSeconds:.1f} s, delivered in"
+            f" {deliverSeconds:.1f} s; shim RSS +{shimGrowth} KiB; server RSS +{serverGrowth} KiB"
+        )
+        self.assertLess(shimGrowth, 50_000, f"shim memory grew by {shimGrowth} KiB")
+        self.assertLess(serverGrowth, 100_000, f"server memory grew by {serverGrowth} KiB")

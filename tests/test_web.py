@@ -14,8 +14,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -23,6 +25,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from bugzfeed.limits import ClientLimits
 from bugzfeed.protocol import makeFactory
+from bugzfeed.sharedport import SharedPortFactory
 from bugzfeed.shimtap import ShimConfig, ShimService
 from bugzfeed.tap import BugzfeedServer, ServerConfig
 from bugzfeed.web import (
@@ -34,11 +37,20 @@ from bugzfeed.web import (
     ReadinessResource,
     adminResources,
     examplePageHTML,
+    feedFrontDoor,
     makeSite,
-    webSocketFrontDoor,
 )
 from tests.fakes import FakeChannel, makeFeed
-from tests.wsframes import DEFAULT_KEY, acceptFor, handshakeRequest, parseHandshakeResponse
+from tests.wsframes import (
+    DEFAULT_KEY,
+    TEXT,
+    TCPLikeStringTransport,
+    acceptFor,
+    clientFrame,
+    handshakeRequest,
+    parseHandshakeResponse,
+    parseServerFrames,
+)
 
 
 def render(resource: Any, path: bytes = b"/", method: bytes = b"GET", **headers: bytes) -> Any:
@@ -287,20 +299,22 @@ class SharedPortTests(SynchronousTestCase):
             handshakeTimeout=5,
             limits=ClientLimits(maxMessageSize=1024),
         )
-        door = webSocketFrontDoor(
-            self.factory,
+        door = feedFrontDoor(
             lambda path: self.factory.feedAt(path) is not None,
             {b"/healthz": HealthResource()},
         )
         self.site = makeSite(door, self.clock, timeout=5)
+        self.shared = SharedPortFactory(self.factory, self.site, self.clock, timeout=5)
 
     def connect(self) -> Any:
-        protocol = self.site.buildProtocol(None)
-        transport = StringTransport()
-        # A TCP transport names its protocol; WebSocketResource swaps it.
+        protocol = self.shared.buildProtocol(None)
+        transport = TCPLikeStringTransport()
+        # A TCP transport names its protocol; the shared port swaps it.
         transport.protocol = protocol  # type: ignore[attr-defined]
         protocol.makeConnection(transport)
-        self.addCleanup(lambda: transport.disconnecting or protocol.connectionLost(None))
+        self.addCleanup(
+            lambda: transport.disconnecting or protocol.connectionLost(Failure(ConnectionDone()))
+        )
         return protocol, transport
 
     def test_upgradeReachesFeed(self) -> None:
@@ -350,6 +364,27 @@ class SharedPortTests(SynchronousTestCase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /dev HTTP/1.1\r\nHost: localhost\r\n\r\n")
         self.assertIn(b"<!DOCTYPE html>", transport.value())
+
+    def test_framesRightBehindTheHandshakeAreKept(self) -> None:
+        """
+        A client that sends its first message in the same chunk as its
+        handshake still gets it answered: the feed's protocol gets every
+        byte as received.
+        """
+        protocol, transport = self.connect()
+        message = clientFrame(TEXT, b'{"command": "subscribe", "bugs": [7]}')
+        protocol.dataReceived(handshakeRequest("/") + message)
+        response = parseHandshakeResponse(transport.value())
+        assert response is not None
+        self.assertEqual(response.status, 101)
+        frames, _ = parseServerFrames(response.body)
+        self.assertEqual([frame.json()["bugs"] for frame in frames], [[7]])
+
+    def test_oversizedRequestHeadRefused(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"x" * 20000)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 431"))
+        self.assertTrue(transport.disconnecting)
 
     def test_silentConnectionClosedAfterHandshakeTimeout(self) -> None:
         """
