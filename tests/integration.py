@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
 from bugzfeed.amqp import BrokerAddress, BugzfeedAMQFactory
@@ -111,8 +112,7 @@ class Database:
                 except psycopg2.errors.DuplicateDatabase:
                     pass
         admin.close()
-        self.connection = psycopg2.connect(host=PG_HOST, user=PG_USER, dbname=TEST_DATABASE)
-        self.connection.autocommit = True
+        self._connect()
         from bugzfeed.schema import tableSQL
 
         self.execute(tableSQL(self.table))
@@ -122,7 +122,21 @@ class Database:
         """What the shim connects with."""
         return f"host={PG_HOST} user={PG_USER} dbname={TEST_DATABASE} application_name={self.applicationName}"
 
+    def _connect(self) -> None:
+        self.connection = psycopg2.connect(host=PG_HOST, user=PG_USER, dbname=TEST_DATABASE)
+        self.connection.autocommit = True
+
     def execute(self, sql: str, args: Tuple[Any, ...] = ()) -> List[Tuple[Any, ...]]:
+        try:
+            return self._execute(sql, args)
+        except psycopg2.OperationalError:
+            if not self.connection.closed:
+                raise
+            # PostgreSQL was restarted under us (a fault test does): once.
+            self._connect()
+            return self._execute(sql, args)
+
+    def _execute(self, sql: str, args: Tuple[Any, ...]) -> List[Tuple[Any, ...]]:
         with self.connection.cursor() as cursor:
             cursor.execute(sql, args)
             return cursor.fetchall() if cursor.description else []
@@ -179,6 +193,20 @@ def deleteExchanges(exchanges: List[str]) -> Any:
     finally:
         yield client.close(within=1)
         client.transport.loseConnection()
+
+
+def rabbitmqctl(*args: str) -> Deferred:
+    """
+    Run C{rabbitmqctl ARGS}; fail if it does.
+    """
+    d = getProcessOutputAndValue("rabbitmqctl", args, env=os.environ)
+
+    def check(result: Any) -> None:
+        out, err, code = result
+        if code != 0:
+            raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()}")
+
+    return d.addCallback(check)
 
 
 class Daemon(ProcessProtocol):

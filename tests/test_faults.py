@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Optional, Set
 
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
-from tests.integration import AMQP_URL, Client, Daemon, IntegrationTestCase, freePort, waitFor
+from tests.integration import (
+    AMQP_URL,
+    Client,
+    Daemon,
+    IntegrationTestCase,
+    freePort,
+    rabbitmqctl,
+    waitFor,
+)
 from tests.wsframes import clientFrame, handshakeRequest
 
 BASE = datetime.utcnow().replace(microsecond=0) - timedelta(minutes=5)
@@ -352,3 +364,122 @@ class BurstFaultTests(FaultTestCase):
         )
         self.assertLess(shimGrowth, 50_000, f"shim memory grew by {shimGrowth} KiB")
         self.assertLess(serverGrowth, 100_000, f"server memory grew by {serverGrowth} KiB")
+
+
+def brokerPid() -> int:
+    """
+    @return: The pid of the RabbitMQ node (its Erlang VM).
+    """
+    with os.popen("pgrep -o -f beam.smp") as found:
+        return int(found.read().split()[0])
+
+
+class BrokerFaultTests(FaultTestCase):
+    @inlineCallbacks
+    def test_brokerStoppedMidStreamAndRestarted(self) -> None:
+        """
+        The broker stopped while rows flow and started again: every change
+        reaches the client, none is deleted unpublished.
+        """
+        slow()
+        port = freePort()
+        self.startServer(port)
+        self.startShim()
+        bugs = list(range(1, 601))
+        ledger = yield self.subscribe(port, bugs)
+        self.insert(bugs[:300])
+        yield waitFor(lambda: self.db.count() < 300, what="the drain to start")
+        self.addCleanup(rabbitmqctl, "start_app")
+        yield rabbitmqctl("stop_app")
+        self.insert(bugs[300:])
+        yield rabbitmqctl("start_app")
+        restarted = time.monotonic()
+        yield self.allDelivered([ledger])
+        print(f"recovered {time.monotonic() - restarted:.1f} s after start_app")
+
+    @inlineCallbacks
+    def test_brokerHungPastTheHeartbeat(self) -> None:
+        """
+        The broker frozen (SIGSTOP) for longer than three heartbeats, then
+        resumed: both daemons reconnect and every change arrives.
+        """
+        slow()
+        port = freePort()
+        self.startServer(port)
+        self.startShim()
+        bugs = list(range(1, 401))
+        ledger = yield self.subscribe(port, bugs)
+        self.insert(bugs[:200])
+        yield self.allDelivered([ledger])
+        pid = brokerPid()
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGSTOP)
+        self.insert(bugs[200:])
+        yield deferLater(reactor, 7, lambda: None)  # the fault itself lasts 7 s
+        os.kill(pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        yield self.allDelivered([ledger])
+        print(f"recovered {time.monotonic() - resumed:.1f} s after SIGCONT")
+
+
+class DatabaseFaultTests(FaultTestCase):
+    @inlineCallbacks
+    def test_listenConnectionTerminated(self) -> None:
+        """
+        The shim's PostgreSQL connection (which LISTENs) terminated while
+        rows flow: it reconnects, listens again, and misses nothing.
+        """
+        port = freePort()
+        self.startServer(port)
+        self.startShim()
+        bugs = list(range(1, 301))
+        ledger = yield self.subscribe(port, bugs)
+        self.insert(bugs[:100])
+        yield waitFor(lambda: self.db.killShimBackends() > 0, what="the shim's backend")
+        self.insert(bugs[100:200])
+        yield self.allDelivered([ledger])
+        # Listening again: a row is picked up by its notification, long
+        # before the next poll would matter.
+        self.insert(bugs[200:])
+        yield self.allDelivered([ledger])
+
+    @inlineCallbacks
+    def test_postgresRestarted(self) -> None:
+        """
+        A full PostgreSQL restart: rows committed before and after it all
+        arrive.
+        """
+        slow()
+        if os.environ.get("CI") != "true" and not os.path.isdir("/etc/postgresql"):
+            raise SkipTest("no local PostgreSQL cluster to restart")
+        port = freePort()
+        self.startServer(port)
+        self.startShim()
+        bugs = list(range(1, 201))
+        ledger = yield self.subscribe(port, bugs)
+        self.insert(bugs[:100])
+        yield self.allDelivered([ledger])
+        yield restartPostgres()
+        restarted = time.monotonic()
+        self.insert(bugs[100:])
+        yield self.allDelivered([ledger])
+        print(f"recovered {time.monotonic() - restarted:.1f} s after the restart")
+
+
+def restartPostgres() -> Any:
+    """
+    Restart every local PostgreSQL cluster, fast.
+    """
+    clusters = sorted(os.listdir("/etc/postgresql"))
+    d = getProcessOutputAndValue(
+        "/bin/sh",
+        ["-c", "; ".join(f"pg_ctlcluster {v} main restart -m fast" for v in clusters)],
+        env=os.environ,
+    )
+
+    def check(result: Any) -> None:
+        out, err, code = result
+        if code != 0:
+            raise AssertionError(f"restarting PostgreSQL failed: {err.decode()}")
+
+    return d.addCallback(check)

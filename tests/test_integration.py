@@ -14,14 +14,13 @@ from twisted.application.internet import backoffPolicy
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.testing import EventLoggingObserver
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 
 from bugzfeed.consumer import FeedConsumer, consumerService
 from bugzfeed.schema import tableSQL
 from bugzfeed.shimtap import ShimConfig, ShimService
 from bugzfeed.tap import BugzfeedServer, ServerConfig
-from tests.integration import AMQP_URL, IntegrationTestCase, freePort, waitFor
+from tests.integration import AMQP_URL, IntegrationTestCase, freePort, rabbitmqctl, waitFor
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -329,17 +328,6 @@ class BrokerLoginTests(IntegrationTestCase):
         ]
         self.assertEqual(delays[:3], sorted(delays[:3]))
         self.assertLess(delays[0], delays[2])
-
-
-def rabbitmqctl(*args: str) -> Deferred:
-    d = getProcessOutputAndValue("rabbitmqctl", args, env=os.environ)
-
-    def check(result: Any) -> None:
-        out, err, code = result
-        if code != 0:
-            raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()}")
-
-    return d.addCallback(check)
 
 
 class TwistdTests(IntegrationTestCase):
