@@ -15,6 +15,8 @@ setup(
         "psycopg2-binary>=2.9",
         "attrs>=22.2",
         "zope.interface",
+        "sdnotify>=0.3.2",
     ],
+    entry_points={"console_scripts": ["bugzfeed-watch = bugzfeed.watch:run"]},
     extras_require={"test": ["hypothesis>=6", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.4"]},
 )

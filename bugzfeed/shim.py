@@ -129,6 +129,9 @@ class PushNotifyShim:
         self._stopping = False
         self.published = 0
         self.deleted = 0
+        #: Rows whose confirm never came (the broker connection went).
+        self.abandoned = 0
+        self._publishing = Waiters()
 
     # The broker side
 
@@ -138,7 +141,24 @@ class PushNotifyShim:
         """
         self._channel = channel
         self._tracker = ConfirmTracker()
+        self._publishing.fire()
         self.drain()
+
+    @property
+    def publishing(self) -> bool:
+        """Whether a confirm-mode channel to the broker is open."""
+        return self._channel is not None
+
+    def whenPublishing(self) -> Deferred:
+        """
+        @return: A L{Deferred} that fires once a confirm-mode channel is open.
+        """
+        return succeed(None) if self.publishing else self._publishing.wait()
+
+    @property
+    def inFlight(self) -> int:
+        """Published rows awaiting the broker's confirm."""
+        return len(self._tracker)
 
     def publisherLost(self) -> None:
         """
@@ -147,6 +167,7 @@ class PushNotifyShim:
         """
         self._channel = None
         abandoned = self._tracker.abandon()
+        self.abandoned += len(abandoned)
         if abandoned:
             self._log.info(
                 "Broker connection lost with {count} rows unconfirmed; they stay queued",
@@ -465,11 +486,30 @@ class DatabaseService(Service):
         if self._poll.running:
             self._poll.stop()
         self._connection.detector.removeRecoveryHandler(self._connectionUp)
-        self._log.info("Stopping: publishing nothing more, letting in-flight confirms settle")
+        inFlight, abandoned = self._shim.inFlight, self._shim.abandoned
+        startedAt = self._clock.seconds()
+        self._log.info(
+            "Stopping: publishing nothing more, letting {count} in-flight confirms settle",
+            count=inFlight,
+        )
         # In-flight confirms settle, unless the broker is gone: then the rows
         # simply stay in the table.
         d = self._shim.stop().addTimeout(self.stopTimeout, self._clock)
         d.addErrback(lambda _: self._log.warn("Stopping before every confirm settled"))
+
+        def report(_: Any) -> None:
+            # Rows still in flight, or lost with the connection, stay in the
+            # table and are published again on the next start.
+            unsettled = self._shim.inFlight + self._shim.abandoned - abandoned
+            self._log.info(
+                "Stopped publishing after {seconds:.1f}s: {settled} confirms settled,"
+                " {abandoned} abandoned (their rows stay in the table)",
+                seconds=self._clock.seconds() - startedAt,
+                settled=max(0, inFlight - unsettled),
+                abandoned=unsettled,
+            )
+
+        d.addCallback(report)
 
         def close(_: Any) -> None:
             try:

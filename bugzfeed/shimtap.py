@@ -5,6 +5,7 @@ tree they describe.
 
 from __future__ import annotations
 
+import os
 from datetime import tzinfo
 from typing import Any, List
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,7 +14,7 @@ import attr
 import psycopg2
 from psycopg2.extensions import parse_dsn
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python import usage
 from txpostgres.reconnection import DeadConnectionDetector
@@ -33,6 +34,7 @@ from bugzfeed.shim import (
     PushNotifyTable,
     publisherService,
 )
+from bugzfeed.systemd import systemdService
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -156,6 +158,8 @@ class ShimService(MultiService):
         only then close the broker connection.
         """
         Service.stopService(self)
+        if "systemd" in self.namedServices:
+            self.getServiceNamed("systemd").stopService()
         d = self.database.stopService()
         d.addCallback(lambda _: self.getServiceNamed("amqp").stopService())
         return d
@@ -167,4 +171,24 @@ def makeService(options: Options) -> ShimService:
     """
     from twisted.internet import reactor
 
-    return ShimService(options.config, reactor)
+    service = ShimService(options.config, reactor)
+    shim, database = service.shim, service.database
+
+    def describe() -> str:
+        return (
+            f"PostgreSQL {'up' if database.connected else 'down'},"
+            f" RabbitMQ {'up' if shim.publishing else 'down'};"
+            f" {shim.published} published, {shim.deleted} deleted, {shim.inFlight} in flight"
+        )
+
+    notifier = systemdService(
+        os.environ,
+        os.getpid(),
+        reactor,
+        lambda: gatherResults([database.whenConnected(), shim.whenPublishing()]),
+        describe,
+    )
+    if notifier is not None:
+        notifier.setName("systemd")
+        notifier.setServiceParent(service)  # last: ready after the rest starts, stops first
+    return service

@@ -6,6 +6,7 @@ they describe.
 from __future__ import annotations
 
 import os
+import random
 from typing import Any, List, Mapping, Optional, Tuple
 
 import attr
@@ -27,7 +28,9 @@ from bugzfeed.consumer import STREAM_RETENTION, FeedConsumer, consumerService
 from bugzfeed.feed import Feed
 from bugzfeed.history import UpdateHistory
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizePath
+from bugzfeed.reconnect import goingAwayReason, reconnectSpread
 from bugzfeed.subscriptions import SubscriptionRegistry
+from bugzfeed.systemd import systemdService, whenListening
 
 _log = Logger()
 
@@ -186,6 +189,7 @@ class BugzfeedServer(MultiService):
         listener.setName("websocket")
         listener.setServiceParent(self)
         self._config = config
+        self._random = random.Random()
 
     def startService(self) -> None:
         _log.info(
@@ -201,7 +205,13 @@ class BugzfeedServer(MultiService):
         Stop listening and consuming, and ask every client to go.
         """
         stopped = super().stopService()
-        return gatherResults([stopped, self.factory.closeAll(CLOSE_TIMEOUT)])
+        # Spread the clients' reconnects, to other nodes or to this one once
+        # it is back.
+        spread = reconnectSpread(self.factory.connectionCount)
+        closed = self.factory.closeAll(
+            CLOSE_TIMEOUT, reason=lambda: goingAwayReason(self._random.uniform(0, spread))
+        )
+        return gatherResults([stopped, closed])
 
 
 def makeService(options: Options) -> BugzfeedServer:
@@ -210,4 +220,21 @@ def makeService(options: Options) -> BugzfeedServer:
     """
     from twisted.internet import reactor
 
-    return BugzfeedServer(options.config, reactor)
+    server = BugzfeedServer(options.config, reactor)
+    listener = server.getServiceNamed("websocket")
+
+    def describe() -> str:
+        broker = "consuming" if server.consumer.consuming else "waiting for the broker"
+        return f"{server.factory.connectionCount} clients on {options.config.listen}; {broker}"
+
+    notifier = systemdService(
+        os.environ,
+        os.getpid(),
+        reactor,
+        lambda: gatherResults([server.consumer.whenConsuming(), whenListening(listener)]),
+        describe,
+    )
+    if notifier is not None:
+        notifier.setName("systemd")
+        notifier.setServiceParent(server)  # last: ready after the rest starts, stops first
+    return server
