@@ -8,7 +8,7 @@ setup(
     package_data={"bugzfeed": ["amqp0-9-1.xml"]},
     python_requires=">=3.11",
     install_requires=[
-        "twisted>=23.10",
+        "twisted[tls]>=23.10",
         "autobahn>=23.1",
         "txamqp>=0.8.2",
         "txpostgres>=1.7.0",

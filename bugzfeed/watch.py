@@ -393,12 +393,22 @@ class WatchFactory(WebSocketClientFactory):
         self.watcher = watcher
 
 
-def connector(reactor: Any, url: str, timeout: float = 10.0) -> Callable[[Watcher], Deferred]:
+def connector(
+    reactor: Any, url: str, timeout: float = 10.0, caCertificate: Optional[bytes] = None
+) -> Callable[[Watcher], Deferred]:
     """
+    @param caCertificate: For C{wss://}, a PEM certificate to trust instead
+        of the system's authorities.
     @return: A C{connect} for L{Watcher}: one WebSocket connection to
         C{url} (C{ws://} or C{wss://}) per call.
     """
     isSecure, host, port, _, _, _ = parse_url(url)
+    tlsOptions = None
+    if isSecure:
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        trustRoot = Certificate.loadPEM(caCertificate) if caCertificate else None
+        tlsOptions = optionsForClientTLS(host, trustRoot=trustRoot)
 
     def connect(watcher: Watcher) -> Deferred:
         factory = WatchFactory(url, reactor, watcher)
@@ -406,10 +416,8 @@ def connector(reactor: Any, url: str, timeout: float = 10.0) -> Callable[[Watche
             openHandshakeTimeout=timeout, autoPingInterval=30, autoPingTimeout=30
         )
         endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
-        if isSecure:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        if tlsOptions is not None:
+            endpoint = wrapClientTLS(tlsOptions, endpoint)
         return endpoint.connect(factory)
 
     return connect
@@ -473,6 +481,13 @@ class WatchOptions(usage.Options):
         ["initial-delay", None, "1", "Seconds to wait before the first reconnect attempt."],
         ["max-delay", None, "60", "Seconds to wait between reconnect attempts, at most."],
         ["timeout", None, "10", "Seconds a connection attempt (and its handshake) may take."],
+        [
+            "cafile",
+            None,
+            None,
+            "For wss:// URLs: trust the CA (or self-signed) certificate in this PEM file"
+            " instead of the system's authorities.",
+        ],
     ]
 
     def opt_version(self) -> None:
@@ -505,6 +520,13 @@ class WatchOptions(usage.Options):
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["max-delay"] < self["initial-delay"]:
             raise usage.UsageError("--max-delay must be at least --initial-delay")
+        self["ca-certificate"] = None
+        if self["cafile"] is not None:
+            try:
+                with open(self["cafile"], "rb") as f:
+                    self["ca-certificate"] = f.read()
+            except OSError as e:
+                raise usage.UsageError(f"--cafile: {e.strerror}: {self['cafile']}")
 
 
 def _bugId(text: str) -> int:
@@ -532,7 +554,7 @@ def makeWatcher(
 
     return Watcher(
         options["bugs"],
-        connector(reactor, options["url"], options["timeout"]),
+        connector(reactor, options["url"], options["timeout"], options["ca-certificate"]),
         reactor,
         JSONPrinter(out) if options["json"] else HumanPrinter(out),
         notice,
