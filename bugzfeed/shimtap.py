@@ -175,10 +175,13 @@ def makeService(options: Options) -> ShimService:
     shim, database = service.shim, service.database
 
     def describe() -> str:
+        # DatabaseService.connected says only that the first connection was
+        # made; the broker side knows when its channel goes.
+        waiting = "" if database.connected else "waiting for PostgreSQL; "
+        broker = "publishing" if shim.publishing else "waiting for RabbitMQ"
         return (
-            f"PostgreSQL {'up' if database.connected else 'down'},"
-            f" RabbitMQ {'up' if shim.publishing else 'down'};"
-            f" {shim.published} published, {shim.deleted} deleted, {shim.inFlight} in flight"
+            f"{waiting}{broker}; {shim.published} published, {shim.deleted} deleted,"
+            f" {shim.inFlight} in flight"
         )
 
     notifier = systemdService(

@@ -385,16 +385,13 @@ class NotifySocket:
 
 
 class NotifySocketTests(IntegrationTestCase):
-    @inlineCallbacks
-    def test_twistdBugzfeedNotifiesSystemd(self) -> None:
+    def spawn(self, notify: NotifySocket, *argv: str) -> Any:
         """
-        A real C{twistd bugzfeed} with C{NOTIFY_SOCKET} and
-        C{WATCHDOG_USEC} set says C{READY=1} once it listens and consumes,
-        feeds the watchdog, and says C{STOPPING=1} on SIGTERM.
+        Start C{twistd --nodaemon ARGV} under a pretend systemd: with
+        C{NOTIFY_SOCKET} and a one-second C{WATCHDOG_USEC}.
+
+        @return: The L{Daemon} and its process transport.
         """
-        notify = NotifySocket(self)
-        exchange = self.exchange("simple")
-        port = freePort()
         daemon = Daemon()
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
         workingDirectory = self.mktemp()
@@ -402,19 +399,7 @@ class NotifySocketTests(IntegrationTestCase):
         transport = reactor.spawnProcess(
             daemon,
             sys.executable,
-            [
-                *command,
-                "--nodaemon",
-                "--pidfile=",
-                "--logfile=-",
-                "bugzfeed",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--amqp",
-                AMQP_URL,
-                "--feed",
-                f"/={exchange}",
-            ],
+            [*command, "--nodaemon", "--pidfile=", "--logfile=-", *argv],
             env=dict(
                 os.environ,
                 PYTHONPATH=REPOSITORY,
@@ -430,6 +415,28 @@ class NotifySocketTests(IntegrationTestCase):
             return daemon.ended
 
         self.addCleanup(kill)
+        return daemon, transport
+
+    @inlineCallbacks
+    def test_twistdBugzfeedNotifiesSystemd(self) -> None:
+        """
+        A real C{twistd bugzfeed} with C{NOTIFY_SOCKET} and
+        C{WATCHDOG_USEC} set says C{READY=1} once it listens and consumes,
+        feeds the watchdog, and says C{STOPPING=1} on SIGTERM.
+        """
+        notify = NotifySocket(self)
+        exchange = self.exchange("simple")
+        port = freePort()
+        daemon, transport = self.spawn(
+            notify,
+            "bugzfeed",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--amqp",
+            AMQP_URL,
+            "--feed",
+            f"/={exchange}",
+        )
         yield notify.waitFor("READY=1")
         status = [line for line in notify.read() if line.startswith("STATUS=")]
         self.assertIn("STATUS=0 clients on tcp:", status[-1])
@@ -451,3 +458,35 @@ class NotifySocketTests(IntegrationTestCase):
         self.assertIn("Told 1 clients the server is going (1001)", output)
         self.assertIn("All 1 clients gone after", output)
         self.assertLess(notify.read().index("READY=1"), notify.read().index("STOPPING=1"))
+
+    @inlineCallbacks
+    def test_twistdBugzfeedShimNotifiesSystemd(self) -> None:
+        """
+        A real C{twistd bugzfeed-shim} says C{READY=1} once connected to
+        PostgreSQL and publishing to RabbitMQ, and C{STOPPING=1} on SIGTERM,
+        logging the confirms it let settle.
+        """
+        notify = NotifySocket(self)
+        database = self.database()
+        daemon, transport = self.spawn(
+            notify,
+            "bugzfeed-shim",
+            "--database",
+            database.dsn,
+            "--amqp",
+            AMQP_URL,
+            "--exchange",
+            self.exchange("simple"),
+            "--table",
+            database.table,
+        )
+        yield notify.waitFor("READY=1")
+        self.assertIn(b"Connected to PostgreSQL", daemon.output)
+        status = [line for line in notify.read() if line.startswith("STATUS=")]
+        self.assertEqual(status[-1], "STATUS=publishing; 0 published, 0 deleted, 0 in flight")
+        yield notify.waitFor("WATCHDOG=1", timeout=5)
+        transport.signalProcess(signal.SIGTERM)
+        yield notify.waitFor("STOPPING=1")
+        yield daemon.ended.addTimeout(20, reactor)
+        self.assertNotIn(b"Traceback", daemon.output, daemon.output.decode()[-4000:])
+        self.assertIn(b"0 confirms settled, 0 abandoned", daemon.output)
