@@ -11,6 +11,7 @@ connection's life cycle). L{WatchProtocol} only decodes and delegates.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from typing import IO, Any, Callable, Dict, List, Optional, Protocol, Sequence
@@ -233,6 +234,7 @@ class Watcher:
         self._retry: Optional[IDelayedCall] = None
         self._stopping = False
         self._resumeRefused = False
+        self.outputClosed = False
 
     def start(self) -> None:
         """
@@ -273,7 +275,12 @@ class Watcher:
         command, result = message.get("command"), message.get("result")
         if command == "update":
             if self.resume.isNew(message):
-                self._output(message)
+                try:
+                    self._output(message)
+                except BrokenPipeError:
+                    # Whoever read the output is gone (| head -1): done.
+                    self.outputClosed = True
+                    self.stop()
         elif command == "subscribe" and result == "ok":
             self.subscribed = True
             self.delays.succeeded()
@@ -580,7 +587,13 @@ def main(reactor: Any, options: WatchOptions) -> Deferred:
         sys.stderr.write(f"bugzfeed-watch: {failure.getErrorMessage()}\n")
         raise SystemExit(1)
 
-    return watcher.finished.addErrback(failed)
+    def done(result: Any) -> Any:
+        if watcher.outputClosed:
+            # Python flushes stdout again at exit, and would complain.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return result
+
+    return watcher.finished.addErrback(failed).addBoth(done)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> None:

@@ -319,6 +319,24 @@ class WatcherTests(SynchronousTestCase):
         self.clock.advance(16)
         self.openConnection()
 
+    def test_closedOutputStops(self) -> None:
+        """
+        When the reader of the output goes (a broken pipe), watching stops
+        cleanly.
+        """
+
+        def brokenPipe(update: Dict[str, Any]) -> None:
+            raise BrokenPipeError()
+
+        self.watcher._output = brokenPipe
+        self.watcher.start()
+        connection = self.openConnection()
+        self.subscribed(connection)
+        self.update(1234, 1)
+        self.assertTrue((self.watcher.outputClosed, connection.closed))
+        self.watcher.disconnected(1000, None)
+        self.successResultOf(self.watcher.finished)
+
     def test_stopWhileConnected(self) -> None:
         """
         Stopping closes the connection normally; C{finished} fires once it
@@ -521,6 +539,38 @@ class WatchAgainstServerTests(ServiceTestCase):
         reason = yield process.ended.addTimeout(10, reactor)
         self.assertEqual(reason.exitCode, 0, process.err.decode())
         self.assertNotIn(b"Traceback", process.err)
+
+    @inlineCallbacks
+    def test_consoleScriptExitsWhenItsReaderGoes(self) -> None:
+        """
+        Piped into a reader that stops reading (C{| head -1}), the script
+        exits with status 0 at the next update, without a traceback.
+        """
+        exchange = self.exchange("simple")
+        database = self.database()
+        port = yield self.startServer([("/", exchange)])
+        self.startShim(database, exchange)
+        script = os.path.join(os.path.dirname(sys.executable), "bugzfeed-watch")
+        process = Process()
+        transport = reactor.spawnProcess(
+            process, script, [script, "--json", f"ws://127.0.0.1:{port}/", "8103"], env=os.environ
+        )
+
+        def kill() -> Deferred:
+            if not process.ended.called:
+                transport.signalProcess(signal.SIGKILL)
+            return process.ended
+
+        self.addCleanup(kill)
+        yield waitFor(lambda: b"Watching bugs 8103" in process.err, what="the subscription")
+        database.insert(8103, when(4))
+        yield waitFor(lambda: process.out.endswith(b"\n"), what="the first line")
+        transport.closeChildFD(1)
+        database.insert(8103, when(5))
+        reason = yield process.ended.addTimeout(20, reactor)
+        self.assertEqual(reason.exitCode, 0, process.err.decode())
+        self.assertNotIn(b"Traceback", process.err)
+        self.assertNotIn(b"Exception ignored", process.err)
 
     @inlineCallbacks
     def test_consoleScriptExitsOnUnknownFeed(self) -> None:
