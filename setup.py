@@ -8,7 +8,7 @@ setup(
     package_data={"bugzfeed": ["amqp0-9-1.xml", "static/*"]},
     python_requires=">=3.11",
     install_requires=[
-        "twisted>=23.10",
+        "twisted[tls]>=23.10",
         "autobahn>=23.1",
         "txamqp>=0.8.2",
         "txpostgres>=1.7.0",
@@ -16,7 +16,9 @@ setup(
         "attrs>=22.2",
         "zope.interface",
         "prometheus-client>=0.17",
+        "sdnotify>=0.3.2",
     ],
+    entry_points={"console_scripts": ["bugzfeed-watch = bugzfeed.watch:run"]},
     extras_require={
         "test": ["hypothesis>=6", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.4", "selenium>=4.10"]
     },

@@ -191,12 +191,12 @@ class FeedServerProtocol(WebSocketServerProtocol):
         else:
             self.dropConnection(abort=True)
 
-    def goAway(self) -> None:
+    def goAway(self, reason: str = "server shutting down") -> None:
         """
         Tell the client the server is going (close code 1001, which
-        Autobahn's C{sendClose} refuses to send).
+        Autobahn's C{sendClose} refuses to send), with C{reason}.
         """
-        self._closeWith(1001, "server shutting down")
+        self._closeWith(1001, reason)
 
     def _release(self) -> None:
         if self.feed is not None:
@@ -248,6 +248,7 @@ class FeedServerFactory(WebSocketServerFactory):
     """
 
     protocol = FeedServerProtocol
+    _log = Logger()
 
     def __init__(
         self,
@@ -303,10 +304,12 @@ class FeedServerFactory(WebSocketServerFactory):
         """The number of open client connections."""
         return len(self._connections)
 
-    def closeAll(self, timeout: float) -> Deferred:
+    def closeAll(
+        self, timeout: float, reason: Callable[[], str] = lambda: "server shutting down"
+    ) -> Deferred:
         """
-        Ask every client to go (close code 1001) and drop those still there
-        after C{timeout} seconds.
+        Ask every client to go (close code 1001, each with a C{reason()} of
+        its own) and drop those still there after C{timeout} seconds.
 
         @return: A L{Deferred} that fires once every connection is gone.
         """
@@ -315,15 +318,30 @@ class FeedServerFactory(WebSocketServerFactory):
             d: Deferred = Deferred()
             waiters.append(d)
             waiting.append(d)
-            protocol.goAway()
+            protocol.goAway(reason())
         if not waiting:
             return succeed(None)
+        startedAt = self._reactor.seconds()
+        self._log.info("Told {count} clients the server is going (1001)", count=len(waiting))
         drop = self._reactor.callLater(timeout, self._dropAll)
         done = gatherResults(waiting)
-        done.addBoth(lambda result: drop.cancel() if drop.active() else None)
+
+        def report(_: Any) -> None:
+            self._log.info(
+                "All {count} clients gone after {seconds:.1f}s",
+                count=len(waiting),
+                seconds=self._reactor.seconds() - startedAt,
+            )
+            if drop.active():
+                drop.cancel()
+
+        done.addBoth(report)
         return done
 
     def _dropAll(self) -> None:
+        self._log.info(
+            "Dropping {count} clients that did not close in time", count=len(self._connections)
+        )
         for protocol in list(self._connections):
             protocol.dropConnection(abort=True)
 

@@ -143,6 +143,9 @@ class PushNotifyShim:
         #: Called with each confirm's delay in seconds (a metrics hook).
         self.observeConfirmDelay: Callable[[float], None] = lambda seconds: None
         self._publishedAt: Dict[Tuple[int, datetime], float] = {}
+        #: Rows whose confirm never came (the broker connection went).
+        self.abandoned = 0
+        self._publishing = Waiters()
 
     # The broker side
 
@@ -152,7 +155,24 @@ class PushNotifyShim:
         """
         self._channel = channel
         self._tracker = ConfirmTracker()
+        self._publishing.fire()
         self.drain()
+
+    @property
+    def publishing(self) -> bool:
+        """Whether a confirm-mode channel to the broker is open."""
+        return self._channel is not None
+
+    def whenPublishing(self) -> Deferred:
+        """
+        @return: A L{Deferred} that fires once a confirm-mode channel is open.
+        """
+        return succeed(None) if self.publishing else self._publishing.wait()
+
+    @property
+    def inFlight(self) -> int:
+        """Published rows awaiting the broker's confirm."""
+        return len(self._tracker)
 
     def publisherLost(self) -> None:
         """
@@ -163,6 +183,7 @@ class PushNotifyShim:
         abandoned = self._tracker.abandon()
         self.requeued += len(abandoned)
         self._publishedAt.clear()
+        self.abandoned += len(abandoned)
         if abandoned:
             self._log.info(
                 "Broker connection lost with {count} rows unconfirmed; they stay queued",
@@ -331,11 +352,6 @@ class PushNotifyShim:
             self._flushing = False
             self._checkIdle()
 
-    @property
-    def publishing(self) -> bool:
-        """Whether a confirm-mode channel to the broker is open."""
-        return self._channel is not None
-
     def stop(self) -> Deferred:
         """
         Publish nothing more; wait for what is in flight to be confirmed and
@@ -496,11 +512,30 @@ class DatabaseService(Service):
         if self._poll.running:
             self._poll.stop()
         self._connection.detector.removeRecoveryHandler(self._connectionUp)
-        self._log.info("Stopping: publishing nothing more, letting in-flight confirms settle")
+        inFlight, abandoned = self._shim.inFlight, self._shim.abandoned
+        startedAt = self._clock.seconds()
+        self._log.info(
+            "Stopping: publishing nothing more, letting {count} in-flight confirms settle",
+            count=inFlight,
+        )
         # In-flight confirms settle, unless the broker is gone: then the rows
         # simply stay in the table.
         d = self._shim.stop().addTimeout(self.stopTimeout, self._clock)
         d.addErrback(lambda _: self._log.warn("Stopping before every confirm settled"))
+
+        def report(_: Any) -> None:
+            # Rows still in flight, or lost with the connection, stay in the
+            # table and are published again on the next start.
+            unsettled = self._shim.inFlight + self._shim.abandoned - abandoned
+            self._log.info(
+                "Stopped publishing after {seconds:.1f}s: {settled} confirms settled,"
+                " {abandoned} abandoned (their rows stay in the table)",
+                seconds=self._clock.seconds() - startedAt,
+                settled=max(0, inFlight - unsettled),
+                abandoned=unsettled,
+            )
+
+        d.addCallback(report)
 
         def close(_: Any) -> None:
             try:

@@ -5,6 +5,7 @@ tree they describe.
 
 from __future__ import annotations
 
+import os
 from datetime import tzinfo
 from typing import Any, List, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,7 +14,7 @@ import attr
 import psycopg2
 from psycopg2.extensions import parse_dsn
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python import usage
 from txpostgres.reconnection import DeadConnectionDetector
@@ -35,6 +36,7 @@ from bugzfeed.shim import (
     publisherService,
 )
 from bugzfeed.shimmetrics import shimRegistry
+from bugzfeed.systemd import systemdService
 from bugzfeed.web import adminResources, adminService
 
 
@@ -189,6 +191,8 @@ class ShimService(MultiService):
         only then close the broker connection.
         """
         Service.stopService(self)
+        if "systemd" in self.namedServices:
+            self.getServiceNamed("systemd").stopService()
         d = self.database.stopService()
         d.addCallback(lambda _: self.getServiceNamed("amqp").stopService())
         if self.namedServices.get("admin") is not None:
@@ -202,4 +206,27 @@ def makeService(options: Options) -> ShimService:
     """
     from twisted.internet import reactor
 
-    return ShimService(options.config, reactor)
+    service = ShimService(options.config, reactor)
+    shim, database = service.shim, service.database
+
+    def describe() -> str:
+        # DatabaseService.connected says only that the first connection was
+        # made; the broker side knows when its channel goes.
+        waiting = "" if database.connected else "waiting for PostgreSQL; "
+        broker = "publishing" if shim.publishing else "waiting for RabbitMQ"
+        return (
+            f"{waiting}{broker}; {shim.published} published, {shim.deleted} deleted,"
+            f" {shim.inFlight} in flight"
+        )
+
+    notifier = systemdService(
+        os.environ,
+        os.getpid(),
+        reactor,
+        lambda: gatherResults([database.whenConnected(), shim.whenPublishing()]),
+        describe,
+    )
+    if notifier is not None:
+        notifier.setName("systemd")
+        notifier.setServiceParent(service)  # last: ready after the rest starts, stops first
+    return service

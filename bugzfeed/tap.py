@@ -6,6 +6,7 @@ they describe.
 from __future__ import annotations
 
 import os
+import random
 from typing import Any, List, Mapping, Optional, Tuple
 
 import attr
@@ -29,8 +30,10 @@ from bugzfeed.history import UpdateHistory
 from bugzfeed.limits import ClientLimits
 from bugzfeed.metrics import serverRegistry
 from bugzfeed.protocol import FeedServerFactory, makeFactory, normalizeOrigin, normalizePath
+from bugzfeed.reconnect import goingAwayReason, reconnectSpread
 from bugzfeed.sharedport import SharedPortFactory
 from bugzfeed.subscriptions import SubscriptionRegistry
+from bugzfeed.systemd import systemdService, whenListening
 from bugzfeed.web import adminResources, adminService, feedFrontDoor, makeSite
 
 _log = Logger()
@@ -280,6 +283,7 @@ class BugzfeedServer(MultiService):
         if config.admin is not None:
             adminService(config.admin, admin, reactor).setServiceParent(self)
         self._config = config
+        self._random = random.Random()
 
     def isReady(self) -> bool:
         """
@@ -303,7 +307,13 @@ class BugzfeedServer(MultiService):
         Stop listening and consuming, and ask every client to go.
         """
         stopped = super().stopService()
-        return gatherResults([stopped, self.factory.closeAll(CLOSE_TIMEOUT)])
+        # Spread the clients' reconnects, to other nodes or to this one once
+        # it is back.
+        spread = reconnectSpread(self.factory.connectionCount)
+        closed = self.factory.closeAll(
+            CLOSE_TIMEOUT, reason=lambda: goingAwayReason(self._random.uniform(0, spread))
+        )
+        return gatherResults([stopped, closed])
 
 
 def makeService(options: Options) -> BugzfeedServer:
@@ -312,4 +322,21 @@ def makeService(options: Options) -> BugzfeedServer:
     """
     from twisted.internet import reactor
 
-    return BugzfeedServer(options.config, reactor)
+    server = BugzfeedServer(options.config, reactor)
+    listener = server.getServiceNamed("websocket")
+
+    def describe() -> str:
+        broker = "consuming" if server.consumer.consuming else "waiting for the broker"
+        return f"{server.factory.connectionCount} clients on {options.config.listen}; {broker}"
+
+    notifier = systemdService(
+        os.environ,
+        os.getpid(),
+        reactor,
+        lambda: gatherResults([server.consumer.whenConsuming(), whenListening(listener)]),
+        describe,
+    )
+    if notifier is not None:
+        notifier.setName("systemd")
+        notifier.setServiceParent(server)  # last: ready after the rest starts, stops first
+    return server
