@@ -178,11 +178,15 @@ class ResumeFaultTests(FaultTestCase):
         self.expected = {}
         self.insert(bugs[100:])
         yield waitFor(lambda: self.db.count() == 0, timeout=60, what="rows published meanwhile")
+        restarted = time.monotonic()
         self.startServer(port)
         epoch = ledger.reply("hello")["epoch"]  # type: ignore[index]
         resumed = yield self.subscribe(port, bugs, after=ledger.lastSeq, epoch=epoch)
         self.assertTrue(resumed.reply("subscribe")["recovered"], resumed.replies)
         yield self.allDelivered([resumed])
+        print(
+            f"resumed with every missed change {time.monotonic() - restarted:.1f} s after restart"
+        )
         self.assertEqual(resumed.updates, 100, "exactly the missed changes, no duplicate")
 
     @inlineCallbacks
@@ -232,6 +236,7 @@ class ShimFaultTests(FaultTestCase):
         self.startShim()
         yield self.allDelivered([ledger])
         duplicates = ledger.updates - len(bugs)
+        print(f"{duplicates} duplicates, {left} rows left at the kill")
         self.assertLessEqual(duplicates, 1000, f"{duplicates} duplicates, {left} rows left at kill")
 
     @inlineCallbacks
