@@ -70,7 +70,11 @@ class FeedServerProtocol(WebSocketServerProtocol):
     feed: Optional[Feed] = None
     outbox: Optional[Outbox] = None
     _waitingAnswer: Optional[Deferred] = None
-    _queued: Deque[Tuple[bytes, bool]] = deque()
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Commands that came while a resume waited, in order.
+        self._queued: Deque[Tuple[bytes, bool]] = deque()
     # Set by Autobahn from the factory's protocol options.
     maxMessagePayloadSize: int
 
@@ -88,7 +92,6 @@ class FeedServerProtocol(WebSocketServerProtocol):
             self.factory.clock, limits.commandsPerSecond, limits.commandsPerSecond
         )
         self._refusedInARow = 0
-        self._queued = deque()
         self.factory.connectionOpened(self)
         return None
 
@@ -203,7 +206,7 @@ class FeedServerProtocol(WebSocketServerProtocol):
             self.feed.registry.unsubscribeAll(self)
         if self.outbox is not None:
             self.outbox.stopProducing()
-        self._queued = deque()
+        self._queued.clear()
         waiting, self._waitingAnswer = self._waitingAnswer, None
         if waiting is not None:
             waiting.cancel()
