@@ -70,13 +70,13 @@ class FeedServerProtocol(WebSocketServerProtocol):
     feed: Optional[Feed] = None
     outbox: Optional[Outbox] = None
     _waitingAnswer: Optional[Deferred] = None
+    # Set by Autobahn from the factory's protocol options.
+    maxMessagePayloadSize: int
 
     def __init__(self) -> None:
         super().__init__()
         # Commands that came while a resume waited, in order.
         self._queued: Deque[Tuple[bytes, bool]] = deque()
-    # Set by Autobahn from the factory's protocol options.
-    maxMessagePayloadSize: int
 
     def onConnect(self, request: ConnectionRequest) -> None:
         feed = self.factory.feedAt(request.path)

@@ -353,10 +353,16 @@ class IntegrationTestCase(TestCase):
         self._exchanges.append(exchange)
         return exchange
 
-    def spawnTwistd(self, *argv: str) -> "Daemon":
+    def spawnTwistd(
+        self,
+        *argv: str,
+        environment: Optional[Dict[str, str]] = None,
+        logging: Tuple[str, ...] = ("--logfile=-",),
+    ) -> "Daemon":
         """
-        Start C{twistd --nodaemon ARGV} in a directory of its own, with this
-        checkout first on its path; killed at the end of the test.
+        Start C{twistd --nodaemon LOGGING ARGV} in a directory of its own,
+        with this checkout first on its path and C{environment} added to
+        ours; killed at the end of the test.
         """
         daemon = Daemon()
         workingDirectory = self.mktemp()
@@ -365,8 +371,8 @@ class IntegrationTestCase(TestCase):
         reactor.spawnProcess(
             daemon,
             sys.executable,
-            [*command, "--nodaemon", "--pidfile=", "--logfile=-", *argv],
-            env=dict(os.environ, PYTHONPATH=REPOSITORY),
+            [*command, "--nodaemon", "--pidfile=", *logging, *argv],
+            env=dict(os.environ, PYTHONPATH=REPOSITORY, **(environment or {})),
             path=workingDirectory,
         )
         self.addCleanup(daemon.kill)

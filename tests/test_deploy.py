@@ -17,15 +17,12 @@ import psycopg2
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
-from bugzfeed.shimtap import ShimConfig, ShimService
-from bugzfeed.tap import BugzfeedServer, ServerConfig
 from bugzfeed.watch import WatchOptions, makeWatcher
 from tests.integration import (
     AMQP_URL,
     PG_HOST,
     PG_USER,
     TEST_DATABASE,
-    freePort,
     rabbitmqctl,
     waitFor,
 )
@@ -104,33 +101,14 @@ class LeastPrivilegeTests(ServiceTestCase):
         database = self.database()
         serverURL = yield self.brokerUser("bugzfeed", SERVER_PERMISSIONS)
         shimURL = yield self.brokerUser("bugzfeed-shim", SHIM_PERMISSIONS)
-        port = freePort()
-        server = BugzfeedServer(
-            ServerConfig(
-                listen=f"tcp:{port}:interface=127.0.0.1",
-                amqp=serverURL,
-                heartbeat=5,
-                feeds=((("/", exchange),)),
-            ),
-            reactor,
+        port = yield self.startServer([("/", exchange)], amqp=serverURL)
+        self.startShim(
+            database,
+            exchange,
+            trigger=trigger,
+            amqp=shimURL,
+            dsn=self.shimRole(database.table, extra),
         )
-        server.startService()
-        self.addCleanup(server.stopService)
-        yield server.consumer.whenConsuming()
-        shim = ShimService(
-            ShimConfig(
-                database=self.shimRole(database.table, extra),
-                amqp=shimURL,
-                heartbeat=5,
-                exchange=exchange,
-                table=database.table,
-                pollInterval=0.5,
-                installTrigger=trigger,
-            ),
-            reactor,
-        )
-        shim.startService()
-        self.addCleanup(shim.stopService)
         client = yield self.client(port)
         yield client.command({"command": "subscribe", "bugs": [8301]})
         database.insert(8301, when(1))
@@ -222,20 +200,11 @@ class TLSTests(ServiceTestCase):
         keyPath, certificatePath = selfSignedCertificate(directory)
         exchange = self.exchange("simple")
         database = self.database()
-        # startServer listens on tcp:; this test wants ssl: instead.
-        port = freePort()
-        server = BugzfeedServer(
-            ServerConfig(
-                listen=f"ssl:{port}:interface=127.0.0.1:privateKey={keyPath}:certKey={certificatePath}",
-                amqp=AMQP_URL,
-                heartbeat=5,
-                feeds=(("/", exchange),),
-            ),
-            reactor,
+        port = yield self.startServer(
+            [("/", exchange)],
+            listen="ssl:{port}:interface=127.0.0.1"
+            f":privateKey={keyPath}:certKey={certificatePath}",
         )
-        server.startService()
-        self.addCleanup(server.stopService)
-        yield server.consumer.whenConsuming()
         self.startShim(database, exchange)
         options = WatchOptions()
         options.parseOptions(

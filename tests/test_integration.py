@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from datetime import datetime, timedelta
-from typing import Any, List
+from typing import Any, List, Optional
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import reactor
@@ -44,18 +44,21 @@ class ServiceTestCase(IntegrationTestCase):
     """
 
     @inlineCallbacks
-    def startServer(self, feeds: Any) -> Any:
+    def startServer(
+        self, feeds: Any, amqp: str = AMQP_URL, listen: str = "tcp:{port}:interface=127.0.0.1"
+    ) -> Any:
         """
         Start a server and wait until it consumes its streams: a row
         published before its stream exists is returned to the shim.
 
+        @param listen: Where to listen; C{{port}} is replaced by a free port.
         @return: The server's port.
         """
         port = freePort()
         server = BugzfeedServer(
             ServerConfig(
-                listen=f"tcp:{port}:interface=127.0.0.1",
-                amqp=AMQP_URL,
+                listen=listen.format(port=port),
+                amqp=amqp,
                 heartbeat=5,
                 feeds=tuple(feeds),
             ),
@@ -70,12 +73,18 @@ class ServiceTestCase(IntegrationTestCase):
         return port
 
     def startShim(
-        self, database: Any, exchange: str, pollInterval: float = 0.5, trigger: bool = True
+        self,
+        database: Any,
+        exchange: str,
+        pollInterval: float = 0.5,
+        trigger: bool = True,
+        amqp: str = AMQP_URL,
+        dsn: Optional[str] = None,
     ) -> ShimService:
         shim = ShimService(
             ShimConfig(
-                database=database.dsn,
-                amqp=AMQP_URL,
+                database=dsn or database.dsn,
+                amqp=amqp,
                 heartbeat=5,
                 exchange=exchange,
                 table=database.table,

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import sys
 from typing import Any, List
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,9 +23,7 @@ from tests.integration import (
     AMQP_URL,
     PG_HOST,
     PG_USER,
-    REPOSITORY,
     TEST_DATABASE,
-    Daemon,
     IntegrationTestCase,
     freePort,
     waitFor,
@@ -141,32 +138,7 @@ class JSONLogsFromTwistdTests(IntegrationTestCase):
     DATABASE_SECRET = "db-s3cret-pw"
 
     def spawn(self, *argv: str) -> Any:
-        daemon = Daemon()
-        workingDirectory = self.mktemp()
-        os.makedirs(workingDirectory)
-        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        transport = reactor.spawnProcess(
-            daemon,
-            sys.executable,
-            [
-                *command,
-                "--nodaemon",
-                "--pidfile=",
-                "--logger=bugzfeed.logs.jsonObserver",
-                *argv,
-            ],
-            env=dict(os.environ, PYTHONPATH=REPOSITORY),
-            path=workingDirectory,
-        )
-
-        def kill() -> Deferred:
-            if not daemon.ended.called:
-                transport.signalProcess(signal.SIGKILL)
-            return daemon.ended
-
-        self.addCleanup(kill)
-        daemon.transport = transport
-        return daemon
+        return self.spawnTwistd(*argv, logging=("--logger=bugzfeed.logs.jsonObserver",))
 
     def records(self, daemon: Any) -> List[dict]:
         # The last line may still be on its way.

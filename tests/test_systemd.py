@@ -35,7 +35,7 @@ from bugzfeed.systemd import (
     watchdogInterval,
     whenListening,
 )
-from tests.integration import AMQP_URL, REPOSITORY, Daemon, IntegrationTestCase, freePort, waitFor
+from tests.integration import AMQP_URL, REPOSITORY, IntegrationTestCase, freePort, waitFor
 
 UNITS = os.path.join(REPOSITORY, "contrib", "systemd")
 INSTALLED_TWISTD = "/opt/bugzfeed/.venv/bin/twistd"
@@ -391,30 +391,10 @@ class NotifySocketTests(IntegrationTestCase):
 
         @return: The L{Daemon} and its process transport.
         """
-        daemon = Daemon()
-        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        workingDirectory = self.mktemp()
-        os.makedirs(workingDirectory)
-        transport = reactor.spawnProcess(
-            daemon,
-            sys.executable,
-            [*command, "--nodaemon", "--pidfile=", "--logfile=-", *argv],
-            env=dict(
-                os.environ,
-                PYTHONPATH=REPOSITORY,
-                NOTIFY_SOCKET=notify.path,
-                WATCHDOG_USEC="1000000",
-            ),
-            path=workingDirectory,
+        daemon = self.spawnTwistd(
+            *argv, environment={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"}
         )
-
-        def kill() -> Deferred:
-            if not daemon.ended.called:
-                transport.signalProcess(signal.SIGKILL)
-            return daemon.ended
-
-        self.addCleanup(kill)
-        return daemon, transport
+        return daemon, daemon.transport
 
     @inlineCallbacks
     def test_twistdBugzfeedNotifiesSystemd(self) -> None:
