@@ -23,6 +23,7 @@ from bugzfeed.messages import TOO_MANY_COMMANDS, Answer, answer, errorReply
 from bugzfeed.model import BugUpdate
 from bugzfeed.outbox import Outbox
 from bugzfeed.subscriptions import ISubscriber
+from bugzfeed.wire import FrameCache, writeNow
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
@@ -98,7 +99,7 @@ class FeedServerProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         limits = self.factory.limits
         self.outbox = Outbox(
-            self._sendToClient,
+            self._sendUpdateFrame,
             self._tooSlow,
             self.factory.clock,
             limits.maxPending,
@@ -165,6 +166,21 @@ class FeedServerProtocol(WebSocketServerProtocol):
     def sendUpdate(self, update: BugUpdate, payload: bytes) -> None:
         if self.outbox is not None:
             self.outbox.push(update, payload)
+
+    def _sendUpdateFrame(self, payload: bytes) -> None:
+        """
+        Push an encoded update: framed once per update for all its
+        subscribers, and sent at once when nothing is buffered ahead of it
+        (L{bugzfeed.wire}).
+        """
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        if self._perMessageCompress is not None or self.send_queue:
+            # Not with this factory's options (compression is declined, and
+            # nothing sends in chopped or synchronous mode), but kept right.
+            self._sendToClient(payload)
+            return
+        writeNow(self.transport, self.factory.frames.frameFor(payload))
 
     def _sendToClient(self, payload: bytes) -> None:
         if self.state != WebSocketServerProtocol.STATE_OPEN:
@@ -267,6 +283,8 @@ class FeedServerFactory(WebSocketServerFactory):
         self.clock = reactor
         #: Clients closed for reading too slowly, since start.
         self.slowClientCloses = 0
+        #: Each update's frame, built once for all its subscribers.
+        self.frames = FrameCache()
 
         self._reactor = reactor
         self._batched_timer = ReactorTimer(reactor)
