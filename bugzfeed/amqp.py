@@ -21,6 +21,7 @@ deliveries and cancels to callables on the client.
 from __future__ import annotations
 
 import os
+import struct
 from decimal import Decimal
 from functools import lru_cache
 from io import BytesIO
@@ -157,6 +158,10 @@ class FieldTableCodec(Codec):
             raise TypeError(f"cannot encode {type(value).__name__} in a field table")
 
 
+#: The size field of a frame's header: after its type (1 byte) and channel (2).
+_FRAME_SIZE = struct.Struct("!I")
+
+
 def _decodeMethod(spec: Spec, codec: Codec) -> Method:
     inner = FieldTableCodec(BytesIO(codec.decode_longbytes()))
     klass = spec.classes.byid[inner.decode_short()]
@@ -217,6 +222,8 @@ class BugzfeedAMQClient(AMQClient):
         super().__init__(*args, **kwargs)
         self._lastFrameAt = self.clock.seconds()
         self._deliveries: Dict[int, _DeliveryInProgress] = {}
+        # The start of a frame that has not arrived whole.
+        self._unread = b""
         self.onDeliver: Optional[Callable[[AMQChannel, Message], None]] = None
         self.onConfirm: Optional[Callable[[int, bool, bool], None]] = None
         self.onReturn: Optional[Callable[[Message], None]] = None
@@ -234,6 +241,48 @@ class BugzfeedAMQClient(AMQClient):
             if not hasattr(self, name) or not name.startswith("on"):
                 raise TypeError(f"no handler named {name}")
             setattr(self, name, handler)
+
+    def dataReceived(self, data: bytes) -> Any:
+        """
+        Cut frames out of what arrived by offset.  txAMQP's own reader
+        copies the rest of its buffer after every frame, so a 64 KiB read of
+        small frames costs it megabytes of copying.
+        """
+        if not self.frame_mode:
+            return super().dataReceived(data)
+        buffer = self._unread + data if self._unread else data
+        offset = 0
+        try:
+            while self.frame_mode and not self.paused:
+                if len(buffer) - offset >= self.HEADER_LENGTH:
+                    (length,) = _FRAME_SIZE.unpack_from(buffer, offset + 3)
+                    end = offset + self.HEADER_LENGTH + length
+                    if end <= len(buffer):
+                        frame = self._unpack_frame(buffer[offset:end])
+                        offset = end
+                        why = self.frame_received(frame)
+                        if why or self.transport and self.transport.disconnecting:
+                            return why
+                        continue
+                if len(buffer) - offset > self.MAX_LENGTH:
+                    tooLong, buffer, offset = buffer[offset:], b"", 0
+                    return self.frameLengthExceeded(tooLong)
+                break
+        finally:
+            self._unread = buffer[offset:]
+        return None
+
+    def frameLengthExceeded(self, data: bytes) -> None:
+        """
+        The broker sent a frame longer than the C{frame_max} it agreed to:
+        the stream cannot be trusted past it.
+        """
+        self._log.error(
+            "Broker sent a frame of over {limit} bytes, more than agreed; closing the connection",
+            limit=self.MAX_LENGTH,
+        )
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _unpack_frame(self, data: bytes) -> Frame:
         codec = FieldTableCodec(BytesIO(data))

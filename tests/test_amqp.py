@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any, List, Tuple
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from txamqp.connection import Frame
 from txamqp.message import Message
@@ -273,6 +275,51 @@ class BugzfeedAMQClientTests(SynchronousTestCase):
             [(1, b"\xc3\xa9\xc3\xa9\xc3\xa9"), (2, b"\xc3\xa9\xc3\xa9\xc3\xa9")],
         )
         self.assertStillConnected()
+
+    def deliveries(self, count: int) -> bytes:
+        """
+        @return: C{count} encoded deliveries, tags 1 to C{count}, bodies
+            naming their tag.
+        """
+        frames = []
+        for tag in range(1, count + 1):
+            body = b'{"tag":%d}' % tag
+            frames.append(
+                self.methodFrame(1, "basic", "deliver", consumer_tag="bugzfeed-1", delivery_tag=tag)
+                + self.headerFrame(1, len(body))
+                + self.bodyFrame(1, body)
+            )
+        return b"".join(frames)
+
+    def test_framesSplitAnywhereAreReadWhole(self) -> None:
+        """
+        However the bytes of many frames are cut into reads (all at once,
+        one byte at a time, or in chunks that split headers and bodies),
+        every delivery arrives once, in order, whole.
+        """
+        data = self.deliveries(200)
+        for chunk in (len(data), 1, 7, 4096):
+            self.delivered.clear()
+            for start in range(0, len(data), chunk):
+                self.pump.receive(data[start : start + chunk])
+            self.assertEqual(
+                [(m.delivery_tag, m.content.body) for _, m in self.delivered],
+                [(tag, b'{"tag":%d}' % tag) for tag in range(1, 201)],
+                f"chunks of {chunk}",
+            )
+        self.assertStillConnected()
+
+    def test_frameOverFrameMaxClosesTheConnection(self) -> None:
+        """
+        A frame longer than the agreed C{frame_max} is reported, and the
+        connection closed rather than read as garbage.
+        """
+        self.client.MAX_LENGTH = 4096
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        body = b"x" * 5000
+        self.pump.receive(self.bodyFrame(1, body)[:4200])
+        self.assertFalse(self.pump.connected)
+        self.assertIn("more than agreed", formatEvent(logged[-1]))
 
     def test_confirms(self) -> None:
         """
