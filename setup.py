@@ -20,6 +20,8 @@ setup(
     ],
     entry_points={"console_scripts": ["bugzfeed-watch = bugzfeed.watch:run"]},
     extras_require={
-        "test": ["hypothesis>=6", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.4", "selenium>=4.10"]
+        "test": ["hypothesis>=6", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.4", "selenium>=4.10"],
+        # bench/run: baseline B, the server's CPU and memory, profilers.
+        "bench": ["websockets>=12", "psutil>=5.9", "py-spy>=0.3", "pyinstrument>=4"],
     },
 )

@@ -80,15 +80,15 @@ class StyleTests(SynchronousTestCase):
 
     def test_typesCheck(self) -> None:
         """
-        The package is mypy clean (settings in pyproject.toml).
+        The package and the benchmark are mypy clean (settings in pyproject.toml).
         """
-        self.run_tool("mypy", "bugzfeed")
+        self.run_tool("mypy", "bugzfeed", "bench")
 
     def test_lintAndFormat(self) -> None:
         """
         ruff finds nothing to fix, and the code is formatted.
         """
-        self.run_tool("ruff", "check", "bugzfeed", "tests", "scripts", "tools", "twisted")
+        self.run_tool("ruff", "check", "bugzfeed", "tests", "scripts", "tools", "twisted", "bench")
         self.run_tool(
-            "ruff", "format", "--check", "bugzfeed", "tests", "scripts", "tools", "twisted"
+            "ruff", "format", "--check", "bugzfeed", "tests", "scripts", "tools", "twisted", "bench"
         )
