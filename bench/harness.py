@@ -1,6 +1,7 @@
 """
 Bugzfeed's benchmark: the scenarios of issue 4, each beside a baseline
-measured in the same run, so that the ratios hold on any machine.
+measured in the same run, so that the ratios hold on any machine, and how
+fast a starting node reads back its stream (scenario 6).
 
 Run it through C{bench/run} (which installs what it needs first):
 
@@ -23,6 +24,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import signal
 import socket
@@ -30,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -64,6 +67,7 @@ FULL = dict(
     poll_interval=1.0,
     backlog=100000,
     publish_count=20000,
+    replay=50000,
 )
 SMOKE = dict(
     clients=20,
@@ -77,6 +81,7 @@ SMOKE = dict(
     poll_interval=0.5,
     backlog=400,
     publish_count=300,
+    replay=300,
 )
 
 
@@ -245,6 +250,26 @@ class AutobahnWriteServer(BugzfeedServer):
 
     def __init__(self, logDir: str, exchange: str) -> None:
         super().__init__(logDir, exchange, [PYTHON, os.path.join(HERE, "autobahn_write.py")])
+
+
+class ReplayingServer(BugzfeedServer):
+    """
+    Bugzfeed started on a stream that already holds messages: it reads
+    them all back (rebuilding its history) before it is caught up.
+    """
+
+    name = "bugzfeed_replay"
+
+    def offset(self) -> int:
+        """
+        @return: The offset of the last stream message the node handled
+            (its C{bugzfeed_stream_offset} gauge), or -1 before the first.
+        """
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        match = re.search(r"^bugzfeed_stream_offset\{[^}]*\} (\S+)$", text, re.M)
+        return -1 if match is None else int(float(match.group(1)))
 
 
 class BaselineServer(Server):
@@ -527,6 +552,7 @@ class Run:
                     mismatched += 1
             figures.update(latencyFigures(latencies))
             figures["unmatched"] = mismatched
+            figures["last_seq"] = base + len(bugs) - 1
         return figures
 
     def startProfiler(self, server: Server, what: str) -> Optional[subprocess.Popen]:
@@ -611,10 +637,12 @@ class Run:
                 f" p50 {paced['p50_ms']} ms, p99 {paced['p99_ms']} ms"
             )
 
-            # 4. Everyone reconnects and resumes (since: now, so nothing to replay).
-            since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            # 4. Everyone reconnects and resumes after the last update sent,
+            # so each gets recovered: true and nothing to replay (the
+            # baselines ignore the field).
+            resume = {"after": paced["last_seq"]}
             cpu0 = server.process.cpu()
-            pool.send("reconnect", [(len(s), b, since) for s, b in zip(share, perProcess)])
+            pool.send("reconnect", [(len(s), b, resume) for s, b in zip(share, perProcess)])
             figures["reconnect_s"] = max(pool.collect())
             figures["cpu_us_per_reconnect"] = (server.process.cpu() - cpu0) / o.clients * 1e6
             log(f"{server.name}: {o.clients} reconnected in {figures['reconnect_s']:.2f} s")
@@ -624,7 +652,9 @@ class Run:
                 figures["e2e_trigger"] = self.endToEnd(server, pool, trigger=True)
                 figures["e2e_polling"] = self.endToEnd(server, pool, trigger=False)
             pool.send("errors", [()] * len(pool.pipes))
-            figures["error_replies"] = sum(pool.collect())
+            counts = pool.collect()
+            figures["error_replies"] = sum(errors for errors, _ in counts)
+            figures["resumes_not_recovered"] = sum(missed for _, missed in counts)
         finally:
             pool.close()
         return figures
@@ -757,6 +787,45 @@ class Run:
             figures["rows_per_s"] = drains[1]["rows_per_s"]
         finally:
             shim.stop()
+        return figures
+
+    def replayScenario(self) -> Dict[str, Any]:
+        """
+        6. How fast a starting node reads back a stream that already holds
+        C{--replay} messages; live updates wait behind that.
+        """
+        o = self.options
+        exchange = f"{self.exchange}.replay"
+        self.extraExchanges.append(exchange)
+        amqptool("declare", exchange)
+        bugs = [self.random.randrange(1, o.pool + 1) for _ in range(o.replay)]
+        amqptool("publish", exchange, stdin=json.dumps(bugs))
+        # Past the clock-skew allowance: the node takes it all as history
+        # to rebuild, as after a restart, rather than news.
+        time.sleep(6)
+        started = time.monotonic()
+        server = ReplayingServer(self.logDir, exchange)
+        try:
+            consuming = time.monotonic()
+            # A new stream: offsets 0 to len(bugs) - 1.
+            last = len(bugs) - 1
+            waitUntil(lambda: server.offset() >= last, 300, "the replay to finish", 0.02)
+            done = time.monotonic()
+            cpu = server.process.cpu()
+        finally:
+            server.stop()
+        figures = {
+            "messages": len(bugs),
+            "seconds_from_start": done - started,
+            "seconds_from_consuming": done - consuming,
+            "messages_per_s": len(bugs) / max(done - consuming, 1e-9),
+            "cpu_s_process": cpu,
+        }
+        log(
+            f"replay: {len(bugs)} stream messages read back in"
+            f" {figures['seconds_from_consuming']:.2f} s after consuming began,"
+            f" {figures['messages_per_s']:.0f}/s ({figures['seconds_from_start']:.2f} s from start)"
+        )
         return figures
 
     def cleanUp(self) -> None:
@@ -1057,7 +1126,11 @@ def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
         " the Pulse envelope bugzfeed reads (default; as many updates per read as bugzfeed"
         " gets) or nothing (thousands per read, so A and B batch several frames per send)",
     )
-    parser.add_argument("--scenarios", default="1,2,3,4,5", help="which of 1-5 (default all)")
+    parser.add_argument(
+        "--scenarios",
+        default="1,2,3,4,5,6",
+        help="which of 1-6 (default all; 6: a starting node reads back --replay messages)",
+    )
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument(
         "--profile", action="store_true", help="sample each server with py-spy during fan-out"
@@ -1113,6 +1186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     server.stop()
         if "5" in options.scenarios:
             report["shim"] = run.shimScenario()
+        if "6" in options.scenarios:
+            report["replay"] = run.replayScenario()
     finally:
         run.cleanUp()
     report["seconds"] = (datetime.now(timezone.utc) - started).total_seconds()

@@ -87,8 +87,9 @@ class LoadClients:
         self.byFd: Dict[int, Connection] = {}
         self.connections: List[Connection] = []
         self.bugs: List[List[int]] = []
-        self.since: Optional[str] = None
+        self.resume: Optional[Dict[str, Any]] = None
         self.replies = 0
+        self.notRecovered = 0
         self.updates = 0
         self.errors = 0
         self.closedCount = 0
@@ -115,19 +116,22 @@ class LoadClients:
         self.poller.register(sock.fileno(), select.EPOLLOUT)
         return connection
 
-    def connect(self, count: int, bugs: Optional[List[List[int]]], since: Optional[str]) -> float:
+    def connect(
+        self, count: int, bugs: Optional[List[List[int]]], resume: Optional[Dict[str, Any]]
+    ) -> float:
         """
         Open C{count} connections, at most L{CONNECT_WINDOW} in progress at
-        once; once open, each subscribes to its bugs (if given) and counts
-        as done when the reply arrives.
+        once; once open, each subscribes to its bugs (if given; with the
+        fields of C{resume} too, such as C{after}) and counts as done when
+        the reply arrives.
 
         @return: Seconds taken.
         """
         start = time.monotonic()
         if bugs is not None:
             self.bugs = bugs
-        self.since = since
-        subscribing = self._subscribing = bugs is not None or since is not None
+        self.resume = resume
+        subscribing = self._subscribing = bugs is not None or resume is not None
         self.connections = []
         self._connecting = True
         nextIndex = 0
@@ -201,8 +205,8 @@ class LoadClients:
 
     def _sendSubscribe(self, connection: Connection) -> None:
         request: Dict[str, Any] = {"command": "subscribe", "bugs": self.bugs[connection.index]}
-        if self.since is not None:
-            request["since"] = self.since
+        if self.resume is not None:
+            request.update(self.resume)
         connection.sock.send(clientFrame(json.dumps(request).encode()))
 
     def _poll(self, timeout: float, subscribing: bool) -> None:
@@ -297,6 +301,8 @@ class LoadClients:
                         )
                 elif payload.startswith(b'{"command":"subscribe"'):
                     if b'"result":"ok"' in payload:
+                        if b'"recovered":false' in payload:
+                            self.notRecovered += 1
                         if not connection.subscribed:
                             connection.subscribed = True
                         self._doneCount += 1
@@ -335,7 +341,7 @@ def loadProcess(pipe: Any, port: int, path: str) -> None:
                 clients.closeAll()
                 result = clients.connect(*args)
             elif command == "errors":
-                result = clients.errors
+                result = (clients.errors, clients.notRecovered)
             elif command == "close":
                 clients.closeAll()
                 pipe.send(("ok", None))

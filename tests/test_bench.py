@@ -64,7 +64,8 @@ class BenchSmokeTests(SynchronousTestCase):
     def test_everyScenarioHasItsFigures(self) -> None:
         """
         Each server has scenarios 1, 2 and 4 measured (bugzfeed also 3),
-        the shim scenario has its baseline C beside it, and the printed
+        the shim scenario has its baseline C beside it, a starting node's
+        replay of the stream (6) was timed, and the printed
         table has a row with our figure for every target.
         """
         for name in SERVERS:
@@ -82,6 +83,9 @@ class BenchSmokeTests(SynchronousTestCase):
         shim = self.report["shim"]
         for key in ("baseline_c_per_s", "baseline_c_confirms_per_s", "rows_per_s"):
             self.assertGreater(shim[key], 0, key)
+        replay = self.report["replay"]
+        self.assertEqual(replay["messages"], 300)
+        self.assertGreater(replay["messages_per_s"], 0)
         self.assertEqual(len(self.report["table"]), 12)
         for row in self.report["table"]:
             self.assertIsNotNone(row["bugzfeed"], row["figure"])
@@ -91,7 +95,8 @@ class BenchSmokeTests(SynchronousTestCase):
     def test_nothingLost(self) -> None:
         """
         Every server delivered each update of the burst to every client
-        subscribed to its bug, and answered every subscribe with ok.
+        subscribed to its bug, and answered every subscribe with ok; every
+        resume with C{after} was recovered.
         """
         for name in SERVERS:
             figures = self.report["servers"][name]
@@ -99,6 +104,7 @@ class BenchSmokeTests(SynchronousTestCase):
                 self.assertEqual(burst["delivered"], burst["expected"], name)
             self.assertEqual(figures["paced"]["unmatched"], 0, name)
             self.assertEqual(figures["error_replies"], 0, name)
+            self.assertEqual(figures["resumes_not_recovered"], 0, name)
 
     def test_cleanedUp(self) -> None:
         """
