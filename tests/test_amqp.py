@@ -557,7 +557,11 @@ class SpecTests(SynchronousTestCase):
         C{tools/make_amqp_spec.py} renders from Debian's AMQP spec.
         """
         if not os.path.exists(DEBIAN_SPEC):
-            raise SkipTest(f"{DEBIAN_SPEC} is not installed (Debian package amqp-specs)")
+            missing = f"{DEBIAN_SPEC} is not installed (Debian package amqp-specs)"
+            # scripts/install installs it: under CI its absence is a fault.
+            if os.environ.get("CI") == "true":
+                self.fail(missing)
+            raise SkipTest(missing)
         moduleSpec = importlib.util.spec_from_file_location("make_amqp_spec", SPEC_TOOL)
         assert moduleSpec is not None and moduleSpec.loader is not None
         tool = importlib.util.module_from_spec(moduleSpec)
