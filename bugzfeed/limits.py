@@ -43,10 +43,18 @@ class ClientLimits:
         return {
             "maxMessageSize": self.maxMessageSize,
             "maxSubscriptions": self.maxSubscriptions,
-            "commandsPerSecond": self.commandsPerSecond,
+            "commandsPerSecond": _number(self.commandsPerSecond),
             "maxPending": self.maxPending,
-            "slowClientTimeout": self.slowClientTimeout,
+            "slowClientTimeout": _number(self.slowClientTimeout),
         }
+
+
+def _number(value: float) -> float:
+    """
+    @return: C{value}, as an C{int} when it is whole, so that clients see
+        C{30} rather than C{30.0}.
+    """
+    return int(value) if float(value).is_integer() else value
 
 
 class RateLimiter:

@@ -35,11 +35,13 @@ INVALID_AFTER = "invalid after; must be the seq of an update: an integer of 0 or
 INVALID_EPOCH = "invalid epoch; must be a string"
 SINCE_AND_AFTER = "invalid subscribe; give since or after, not both"
 AFTER_TOO_NEW = "invalid after; seq {after} is beyond the latest seq ({latest}) of this feed"
+AFTER_ON_EMPTY_FEED = "invalid after; this feed has no updates yet"
 TOO_MANY_SUBSCRIPTIONS = "too many subscriptions; at most {limit} bugs per connection"
 TOO_MANY_COMMANDS = "too many commands; at most {limit:g} per second"
 
 #: Why a resume could not be exact (C{recovered: false}).
 EPOCH_CHANGED = "the feed's stream was recreated; its epoch is now {epoch}"
+EPOCH_CHANGED_EMPTY = "the feed's stream was recreated and has no updates yet"
 CURSOR_EXPIRED = "seq {after} is older than this node can replay (it keeps from seq {oldest})"
 NOT_CAUGHT_UP = "this node is still reading its stream; resume later"
 
@@ -49,6 +51,21 @@ MAX_SEQ = 2**63 - 1
 
 #: A bug id as a string: ASCII digits, short enough that int() is cheap.
 _NUMERIC = re.compile(r"^\s*[0-9]{1,20}\s*$")
+
+
+def commandOf(payload: bytes, isBinary: bool) -> Optional[str]:
+    """
+    @return: The C{command} a client frame names, if it is a JSON object
+        with a string there, for echoing in a reply that refuses it.
+    """
+    if isBinary:
+        return None
+    try:
+        request = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    command = request.get("command") if isinstance(request, dict) else None
+    return command if isinstance(command, str) else None
 
 
 class BadRequest(Exception):
@@ -225,9 +242,12 @@ def _resume(command: _Command, bugs: List[int], after: int, epoch: Optional[str]
     """
     feed, history = command.feed, command.feed.history
     if epoch is not None and epoch != feed.epoch:
+        if feed.epoch is None:
+            return _notRecovered(command, bugs, EPOCH_CHANGED_EMPTY)
         return _notRecovered(command, bugs, EPOCH_CHANGED.format(epoch=feed.epoch))
-    latest = -1 if history.latest is None else history.latest
-    if after > latest:
+    if history.latest is None:
+        raise BadRequest(AFTER_ON_EMPTY_FEED)
+    if after > history.latest:
         raise BadRequest(AFTER_TOO_NEW.format(after=after, latest=history.latest))
     if not history.covers(after):
         return _notRecovered(

@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from bugzfeed.feed import Feed
 from bugzfeed.limits import ClientLimits, RateLimiter
-from bugzfeed.messages import TOO_MANY_COMMANDS, Answer, answer, errorReply
+from bugzfeed.messages import TOO_MANY_COMMANDS, Answer, answer, commandOf, errorReply
 from bugzfeed.model import BugUpdate
 from bugzfeed.outbox import Outbox
 from bugzfeed.subscriptions import ISubscriber
@@ -120,7 +120,8 @@ class FeedServerProtocol(WebSocketServerProtocol):
                 self._closeWith(POLICY_VIOLATION, "too many commands")
             else:
                 limit = limits.commandsPerSecond
-                self._sendToClient(errorReply(None, TOO_MANY_COMMANDS.format(limit=limit)))
+                refused = commandOf(payload, isBinary)
+                self._sendToClient(errorReply(refused, TOO_MANY_COMMANDS.format(limit=limit)))
             return
         self._refusedInARow = 0
         if self._waitingAnswer is not None:

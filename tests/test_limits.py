@@ -34,6 +34,10 @@ class ClientLimitsTests(SynchronousTestCase):
         """
         announced = ClientLimits().announce()
         self.assertEqual(announced["maxSubscriptions"], 1000)
+        # Whole numbers of seconds and commands read as integers.
+        self.assertEqual(repr(announced["slowClientTimeout"]), "30")
+        self.assertEqual(repr(announced["commandsPerSecond"]), "100")
+        self.assertEqual(ClientLimits(slowClientTimeout=2.5).announce()["slowClientTimeout"], 2.5)
         self.assertEqual(
             sorted(announced),
             [

@@ -314,6 +314,28 @@ class ResumeTests(SynchronousTestCase):
         self.assertIn("beyond the latest seq (13)", reply["error"])
         self.assertEqual(self.feed.registry.subscriptions(self.subscriber), [])
 
+    def test_emptyFeedNamesNoNone(self) -> None:
+        """
+        On a feed whose stream holds nothing yet, a resume is told so in
+        words, not with a missing seq or epoch.
+        """
+        empty = makeFeed(self.clock, maxCount=4)
+        empty.markCaughtUp()
+        for message, field, text in [
+            ({"after": 0}, "error", "invalid after; this feed has no updates yet"),
+            (
+                {"after": 0, "epoch": "epoch-1"},
+                "reason",
+                "the feed's stream was recreated and has no updates yet",
+            ),
+        ]:
+            request = {"command": "subscribe", "bugs": [1], **message}
+            result = answer(
+                json.dumps(request).encode(), False, self.subscriber, empty, self.limits
+            )
+            reply = json.loads(result.reply)
+            self.assertEqual(reply[field], text)
+
     def test_badCursors(self) -> None:
         for after in ["10", -1, 1.5, True, [1], {"seq": 1}, 2**63]:
             [reply] = self.send({"command": "subscribe", "bugs": [1], "after": after})

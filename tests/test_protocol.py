@@ -569,6 +569,7 @@ class LimitsTests(ServerTestCase):
         replies = client.receiveJSON()
         self.assertEqual([r["result"] for r in replies], ["ok"] * 5 + ["error"])
         self.assertEqual(replies[-1]["error"], "too many commands; at most 5 per second")
+        self.assertEqual(replies[-1]["command"], "subscriptions")
         self.clock.advance(1)
         client.sendJSON({"command": "subscriptions"})
         self.assertEqual(client.receiveJSON()[0]["result"], "ok")
