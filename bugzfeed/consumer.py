@@ -205,6 +205,9 @@ class StreamCursor:
 
     def _caughtUp(self) -> None:
         self._cancelQuietCheck()
+        # Past the end the stream had once this node was up, everything is
+        # news, whatever a skewed publisher's clock stamped on it.
+        self.replaying = False
         if self.tail is not None:
             # Nothing up to the tail was in the history window.
             self.feed.history.skipTo(self.tail)

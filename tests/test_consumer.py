@@ -306,6 +306,19 @@ class CatchingUpTests(SynchronousTestCase):
         self.cursor.handle(envelope(1), 0)
         self.assertEqual(self.feed.epoch, epochOf(envelope(1)))
 
+    def test_replayEndsWhenCaughtUp(self) -> None:
+        """
+        Once the stream is read up to the end it had when the node
+        connected, the cursor is no longer replaying (an empty stream at
+        once), and what follows is pushed as news even when its sender's
+        clock stamped it long before the node started.
+        """
+        self.cursor.foundEdges(None, None)
+        self.cursor.consuming()
+        self.assertFalse(self.cursor.replaying)
+        self.cursor.handle(envelope(7, sent=CHANGED - timedelta(hours=1)), 0)
+        self.assertEqual(self.feed.received, 1)
+
     def test_nothingInTheWindowStartsHistoryAfterTheTail(self) -> None:
         """
         When everything in the stream is older than the window, nothing is
