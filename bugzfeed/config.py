@@ -58,6 +58,15 @@ class EnvironmentOptions(usage.Options):
             if value is not None:
                 self[name] = value
 
+    def opt_version(self) -> None:
+        """
+        Print Bugzfeed's version and exit.
+        """
+        from bugzfeed import __version__
+
+        print(f"bugzfeed {__version__}")
+        raise SystemExit(0)
+
     def integer(self, name: str, minimum: int = 0, maximum: Optional[int] = None) -> int:
         """
         @return: Option C{name} as an integer from C{minimum} to C{maximum}.
@@ -87,6 +96,18 @@ class EnvironmentOptions(usage.Options):
         if maximum is not None and value > maximum:
             raise usage.UsageError(f"--{name} must be at most {maximum:g}s, not {self[name]}")
         return value
+
+    def wholeSeconds(self, name: str, maximum: int) -> int:
+        """
+        @return: Option C{name}, a duration, as whole seconds from 0 to
+            C{maximum}: for settings such as AMQP's heartbeat that count in
+            seconds.
+        @raise usage.UsageError: If it is not one.
+        """
+        value = self.duration(name, maximum=maximum)
+        if not value.is_integer():
+            raise usage.UsageError(f"--{name} must be whole seconds, not {self[name]}")
+        return int(value)
 
     def amqpURL(self, name: str = "amqp") -> str:
         """

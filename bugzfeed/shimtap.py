@@ -70,7 +70,7 @@ class Options(EnvironmentOptions):
     optParameters: List[List[Any]] = [
         ["database", None, "dbname=bugs", "PostgreSQL to read: a libpq DSN or postgresql:// URL."],
         ["amqp", None, "amqp://guest:guest@localhost:5672/", "RabbitMQ broker URL."],
-        ["heartbeat", None, "30", "AMQP heartbeat interval in seconds (0 switches it off)."],
+        ["heartbeat", None, "30s", "AMQP heartbeat interval, whole seconds (0 switches it off)."],
         ["exchange", None, "exchange/bugzilla/simple", "Exchange to publish to."],
         ["table", None, DEFAULT_TABLE, "Table to read (optionally schema.table)."],
         ["poll-interval", None, "1s", "Read the table at least this often."],
@@ -86,7 +86,12 @@ class Options(EnvironmentOptions):
         ],
     ]
     optFlags = [
-        ["install-trigger", None, "Install (or replace) the NOTIFY trigger on the table at start."],
+        [
+            "install-trigger",
+            None,
+            "Install (or replace) the NOTIFY trigger on the table at start"
+            " (PostgreSQL 14 or later).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -105,7 +110,7 @@ class Options(EnvironmentOptions):
         self.config = ShimConfig(
             database=self["database"],
             amqp=self.amqpURL(),
-            heartbeat=self.integer("heartbeat", maximum=MAX_HEARTBEAT),
+            heartbeat=self.wholeSeconds("heartbeat", MAX_HEARTBEAT),
             exchange=checkExchange("exchange", self["exchange"]),
             table=self["table"],
             pollInterval=self.duration("poll-interval", minimum=0.01),

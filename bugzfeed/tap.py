@@ -117,7 +117,7 @@ class Options(EnvironmentOptions):
     optParameters: List[List[Any]] = [
         ["listen", None, "tcp:8844", "Where to serve WebSockets and HTTP (strports description)."],
         ["amqp", None, "amqp://guest:guest@localhost:5672/", "RabbitMQ broker URL."],
-        ["heartbeat", None, "30", "AMQP heartbeat interval in seconds (0 switches it off)."],
+        ["heartbeat", None, "30s", "AMQP heartbeat interval, whole seconds (0 switches it off)."],
         ["history", None, "24h", "How far back each feed remembers updates for catch-up."],
         ["history-count", None, "100000", "How many updates each feed remembers at most."],
         ["ping-interval", None, "30s", "Ping each client this often (0 switches pings off)."],
@@ -205,7 +205,7 @@ class Options(EnvironmentOptions):
         self.config = ServerConfig(
             listen=checkListen(self["listen"]),
             amqp=self.amqpURL(),
-            heartbeat=self.integer("heartbeat", maximum=MAX_HEARTBEAT),
+            heartbeat=self.wholeSeconds("heartbeat", MAX_HEARTBEAT),
             feeds=tuple(feeds) or DEFAULT_FEEDS,
             # Older updates are gone from the stream anyway.
             history=self.duration("history", maximum=STREAM_RETENTION),

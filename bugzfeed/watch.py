@@ -461,7 +461,7 @@ class JSONPrinter:
 
 
 class WatchOptions(usage.Options):
-    synopsis = "[options] URL BUG [BUG ...]"
+    synopsis = "Usage: bugzfeed-watch [options] URL BUG [BUG ...]"
     longdesc = (
         "Print a line for each change of the given bugs, as a Bugzfeed server pushes them."
         " URL is the feed's WebSocket URL, such as ws://host:8844/ (or wss:// for TLS);"
@@ -476,7 +476,8 @@ class WatchOptions(usage.Options):
         " when a stopping server advises, and subscribes again with 'after' set to the"
         " last update seen, so the server can replay what was missed. When the server"
         " cannot (or does not support it), a warning says so: re-read the bugs through"
-        " the tracker then.\n\n"
+        " the tracker then. To pick up where an earlier run stopped, give --after the"
+        " last update number it printed.\n\n"
         "Exit status: 0 when stopped with Ctrl-C (SIGINT) or SIGTERM, 1 when the server"
         " refuses the URL or the subscription, 2 for bad arguments."
     )
@@ -488,6 +489,13 @@ class WatchOptions(usage.Options):
         ["initial-delay", None, "1", "Seconds to wait before the first reconnect attempt."],
         ["max-delay", None, "60", "Seconds to wait between reconnect attempts, at most."],
         ["timeout", None, "10", "Seconds a connection attempt (and its handshake) may take."],
+        [
+            "after",
+            None,
+            None,
+            "Start by resuming after this update (its seq: the number an earlier run printed"
+            " as 'update N'), so that the server replays what came since.",
+        ],
         [
             "cafile",
             None,
@@ -527,6 +535,10 @@ class WatchOptions(usage.Options):
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["max-delay"] < self["initial-delay"]:
             raise usage.UsageError("--max-delay must be at least --initial-delay")
+        if self["after"] is not None:
+            if not self["after"].isdigit():
+                raise usage.UsageError(f"--after takes an update's seq, not {self['after']!r}")
+            self["after"] = int(self["after"])
         self["ca-certificate"] = None
         if self["cafile"] is not None:
             try:
@@ -559,7 +571,7 @@ def makeWatcher(
         err.write(f"bugzfeed-watch: {text}\n")
         err.flush()
 
-    return Watcher(
+    watcher = Watcher(
         options["bugs"],
         connector(reactor, options["url"], options["timeout"], options["ca-certificate"]),
         reactor,
@@ -567,6 +579,8 @@ def makeWatcher(
         notice,
         ReconnectDelays(rng or random.Random(), options["initial-delay"], options["max-delay"]),
     )
+    watcher.resume.lastSeq = options["after"]
+    return watcher
 
 
 def main(reactor: Any, options: WatchOptions) -> Deferred:

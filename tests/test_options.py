@@ -3,6 +3,8 @@ Tests for the daemons' options (L{bugzfeed.tap}, L{bugzfeed.shimtap}) and
 the twistd plugins.
 """
 
+import io
+from contextlib import redirect_stdout
 from zoneinfo import ZoneInfo
 
 from twisted.application.service import IServiceMaker
@@ -10,7 +12,7 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from bugzfeed import shimtap, tap
+from bugzfeed import __version__, shimtap, tap
 from bugzfeed.config import parseDuration, redactDSN, redactURL
 
 
@@ -51,6 +53,26 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertEqual(serverConfig(["--admin", "tcp:9100"]).admin, "tcp:9100")
         self.assertEqual(serverConfig([], {"BUGZFEED_ADMIN": "tcp:9100"}).admin, "tcp:9100")
 
+    def test_versionIsBugzfeeds(self) -> None:
+        """
+        C{--version} of either daemon prints Bugzfeed's version, not Twisted's.
+        """
+        for options in [tap.Options(), shimtap.Options()]:
+            out = io.StringIO()
+            with redirect_stdout(out):
+                self.assertRaises(SystemExit, options.parseOptions, ["--version"])
+            self.assertEqual(out.getvalue(), f"bugzfeed {__version__}\n")
+
+    def test_heartbeatIsADurationInWholeSeconds(self) -> None:
+        """
+        C{--heartbeat} reads like every other duration, in whole seconds.
+        """
+        for given, seconds in [("30", 30), ("30s", 30), ("1m", 60), ("0", 0)]:
+            self.assertEqual(serverConfig(["--heartbeat", given]).heartbeat, seconds)
+            self.assertEqual(shimConfig(["--heartbeat", given]).heartbeat, seconds)
+        error = self.assertRaises(UsageError, serverConfig, ["--heartbeat", "2.5s"])
+        self.assertIn("whole seconds", str(error))
+
     def test_feedsReplaceDefaults(self) -> None:
         """
         Giving any C{--feed} replaces the defaults.
@@ -80,6 +102,7 @@ class ServerOptionsTests(SynchronousTestCase):
             (["--feed", "/a=x", "--feed", "/a/=y"], "--feed"),
             (["--history", "soon"], "--history"),
             (["--heartbeat", "-1"], "--heartbeat"),
+            (["--heartbeat", "soon"], "--heartbeat"),
             (["--amqp", "http://x/"], "--amqp"),
             (["--max-message-size", "10"], "--max-message-size"),
             (["--listen", "garbage"], "--listen"),

@@ -423,15 +423,29 @@ class WatchOptionsTests(SynchronousTestCase):
             ["http://h/", "1"],
             ["--max-delay=0.5", "ws://h/", "1"],
             ["--initial-delay=x", "ws://h/", "1"],
+            ["--after=x", "ws://h/", "1"],
+            ["--after=-1", "ws://h/", "1"],
         ]:
             self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_afterStartsWithAResume(self) -> None:
+        """
+        C{--after} makes the first subscribe a resume after that update.
+        """
+        options = self.parse("--after", "7", "ws://h/", "1")
+        watcher = makeWatcher(Clock(), options, io.StringIO(), io.StringIO())
+        self.assertEqual(
+            watcher.resume.subscribeRequest(), {"command": "subscribe", "bugs": [1], "after": 7}
+        )
+        plain = makeWatcher(Clock(), self.parse("ws://h/", "1"), io.StringIO(), io.StringIO())
+        self.assertNotIn("after", plain.resume.subscribeRequest())
 
     def test_helpIsComplete(self) -> None:
         """
         C{--help} explains the arguments, output, reconnecting, resuming and
         exit status, and lists every option.
         """
-        text = str(WatchOptions())
+        text = " ".join(str(WatchOptions()).split())
         for words in [
             "URL BUG",
             "--json",
@@ -439,7 +453,9 @@ class WatchOptionsTests(SynchronousTestCase):
             "--max-delay",
             "--initial-delay",
             "--timeout",
+            "--after",
             "--version",
+            "Usage: bugzfeed-watch",
             "backoff",
             "'after'",
             "Exit status",
