@@ -104,7 +104,9 @@ class PushNotifyShim:
     The shim's logic: drains the table into a confirm-mode channel.
 
     @ivar batchSize: Rows read per query.
-    @ivar maxInFlight: Published rows awaiting their confirm, at most.
+    @ivar maxInFlight: Published rows not yet deleted (awaiting their
+        confirm or their delete), at most: all that a crash can publish
+        twice.
     """
 
     _log = Logger()
@@ -292,7 +294,7 @@ class PushNotifyShim:
             ]
             for row in fresh:
                 while (
-                    len(self._tracker) >= self.maxInFlight
+                    len(self._tracker) + len(self._deleting) >= self.maxInFlight
                     and self._channel is channel
                     and not self._stopping
                 ):
@@ -348,6 +350,7 @@ class PushNotifyShim:
                     )
                 finally:
                     self._deleting.difference_update(row.key for row in batch)
+                    self._slotFreed.fire()
         finally:
             self._flushing = False
             self._checkIdle()

@@ -76,7 +76,13 @@ class Options(EnvironmentOptions):
         ["poll-interval", None, "1s", "Read the table at least this often."],
         ["db-timezone", None, "UTC", "Zone the table's delta_ts is written in (an IANA name)."],
         ["batch-size", None, "500", "Rows read, or deleted, per query."],
-        ["max-in-flight", None, "1000", "Published rows awaiting the broker's confirm, at most."],
+        [
+            "max-in-flight",
+            None,
+            "1000",
+            "Published rows not yet deleted (awaiting the broker's confirm or their"
+            " delete), at most: all that a crash can publish twice.",
+        ],
         [
             "admin",
             None,

@@ -164,6 +164,24 @@ class PushNotifyShimTests(SynchronousTestCase):
         self.assertEqual(self.table.rows, {})
         self.assertTrue(self.shim.idle)
 
+    def test_windowCountsRowsAwaitingTheirDelete(self) -> None:
+        """
+        A confirmed row still counts against C{maxInFlight} until it is
+        deleted: published but not deleted is what a crash publishes again,
+        so that stays bounded.
+        """
+        for rowId in range(1, 8):
+            self.table.insert(rowId, rowId, T1)
+        self.table.holdDeletes = True
+        self.shim.publisherReady(self.channel)
+        self.shim.confirmed(3, True, True)
+        self.assertEqual(len(self.channel.published), 3)
+        # Deleted two at a time (the batch size): each delete frees slots.
+        self.table.heldDeletes.pop(0)[0].callback(None)
+        self.assertEqual(len(self.channel.published), 5)
+        self.table.heldDeletes.pop(0)[0].callback(None)
+        self.assertEqual(len(self.channel.published), 6)
+
     def test_lostChannelKeepsRowsAndRepublishes(self) -> None:
         """
         Unconfirmed rows stay in the table when the channel goes, and are
