@@ -95,12 +95,15 @@ class UpdateHistory:
             C{cursor}, in stream order.
         """
         self._expire()
-        found = [
-            update
-            for bug in set(bugs)
-            for update in self._byBug.get(bug, ())
-            if update.seq is not None and update.seq > cursor
-        ]
+        found: List[BugUpdate] = []
+        for bug in set(bugs):
+            # A bug's updates are in stream order: walk back from the
+            # newest, so that the work is what is replayed, not what is kept.
+            for update in reversed(self._byBug.get(bug, ())):
+                if update.seq is not None and update.seq <= cursor:
+                    break
+                if update.seq is not None:
+                    found.append(update)
         found.sort(key=lambda update: update.seq or 0)
         return found
 

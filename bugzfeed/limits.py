@@ -10,6 +10,12 @@ from typing import Any, Dict
 import attr
 from twisted.internet.interfaces import IReactorTime
 
+#: A replay (C{since} or C{after}) counts as one more command for every
+#: this many updates it sends: encoding them is most of its cost, and a
+#: client must not make the server replay its whole history a hundred
+#: times a second.
+REPLAYED_UPDATES_PER_COMMAND = 100
+
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class ClientLimits:
@@ -17,7 +23,9 @@ class ClientLimits:
     @ivar maxMessageSize: Largest client message, in bytes (close 1009).
     @ivar maxSubscriptions: Bugs one connection may hold.
     @ivar commandsPerSecond: Commands one connection may send per second,
-        on average; as many again may come in a burst.
+        on average; twice as many may come at once (L{commandBurst}).  A
+        command that replays updates counts once more for every
+        L{REPLAYED_UPDATES_PER_COMMAND} updates it replays.
     @ivar maxPending: Bugs with an update waiting for a client that does not
         read, before it is closed (4001).
     @ivar slowClientTimeout: Seconds a client may leave its updates unread
@@ -36,6 +44,13 @@ class ClientLimits:
     maxConnections: int = 50000
     resumeTimeout: float = 10.0
 
+    @property
+    def commandBurst(self) -> float:
+        """
+        How many commands a connection that was quiet may send at once.
+        """
+        return 2 * self.commandsPerSecond
+
     def announce(self) -> Dict[str, Any]:
         """
         @return: The limits a client must keep to, as C{hello} sends them.
@@ -44,6 +59,8 @@ class ClientLimits:
             "maxMessageSize": self.maxMessageSize,
             "maxSubscriptions": self.maxSubscriptions,
             "commandsPerSecond": _number(self.commandsPerSecond),
+            "commandBurst": _number(self.commandBurst),
+            "replayedUpdatesPerCommand": REPLAYED_UPDATES_PER_COMMAND,
             "maxPending": self.maxPending,
             "slowClientTimeout": _number(self.slowClientTimeout),
         }
@@ -60,6 +77,8 @@ def _number(value: float) -> float:
 class RateLimiter:
     """
     A token bucket: C{rate} tokens a second, holding at most C{burst}.
+    Costly work can be charged beyond what the bucket holds: the debt is
+    paid off, at C{rate}, before anything more is allowed.
     """
 
     def __init__(self, clock: IReactorTime, rate: float, burst: float) -> None:
@@ -77,10 +96,23 @@ class RateLimiter:
         """
         if self._rate <= 0:
             return True
-        now = self._clock.seconds()
-        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
+        self._refill()
         if self._tokens >= 1:
             self._tokens -= 1
             return True
         return False
+
+    def charge(self, tokens: float) -> None:
+        """
+        Take C{tokens} more for work already done, going into debt if the
+        bucket holds fewer.
+        """
+        if self._rate <= 0:
+            return
+        self._refill()
+        self._tokens -= tokens
+
+    def _refill(self) -> None:
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -28,6 +29,7 @@ INVALID_BUG_ID = "invalid bug id; must be integer"
 BUG_ID_OUT_OF_RANGE = f"invalid bug id; must be between 1 and {MAX_BUG_ID}"
 INVALID_SINCE = "invalid since; must be an ISO 8601 date and time"
 NOT_JSON = "invalid message; must be JSON"
+NUMBER_TOO_LONG = "invalid message; a number has more than {digits} digits"
 NOT_AN_OBJECT = "invalid message; must be a JSON object"
 BINARY = "invalid message; binary frames are not supported"
 MISSING_COMMAND = "missing mandatory arg: 'command'"
@@ -324,6 +326,18 @@ def _guarded(command: str, handle: Callable[[], Any]) -> Any:
         return Answer(errorReply(command, str(e)))
 
 
+def _notJSON(payload: bytes) -> str:
+    """
+    @return: Why C{payload}, which C{json.loads} refused, is not a message.
+    """
+    # Python refuses to read integers longer than this, for its own safety;
+    # such a frame is JSON, and the client should be told what is wrong.
+    digits = sys.get_int_max_str_digits()
+    if digits and re.search(rb"[0-9]{%d}" % (digits + 1), payload):
+        return NUMBER_TOO_LONG.format(digits=digits)
+    return NOT_JSON
+
+
 def answer(
     payload: bytes,
     isBinary: bool,
@@ -342,7 +356,7 @@ def answer(
     try:
         request = json.loads(payload)
     except (ValueError, RecursionError):
-        return Answer(errorReply(None, NOT_JSON))
+        return Answer(errorReply(None, _notJSON(payload)))
     if not isinstance(request, dict):
         return Answer(errorReply(None, NOT_AN_OBJECT))
     if "command" not in request:

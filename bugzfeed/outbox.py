@@ -7,6 +7,10 @@ one update per bug, the newest: updates are hints that a bug changed, so
 only the latest matters.  When the client reads again, the outbox sends
 what it kept, in stream order.  A client that stays paused too long, or
 falls behind on too many bugs, is given up on.
+
+While paused the outbox also stops reading from the client: replies to its
+commands and pongs to its pings cannot be coalesced, and would otherwise
+pile up in the transport behind what the client does not read.
 """
 
 from __future__ import annotations
@@ -34,12 +38,18 @@ class Outbox:
         clock: IReactorTime,
         maxPending: int,
         slowClientTimeout: float,
+        incoming: IPushProducer,
     ) -> None:
+        """
+        @param incoming: The connection's incoming side (its transport),
+            paused while the outbox is.
+        """
         self._send = send
         self._tooSlow = tooSlow
         self._clock = clock
         self._maxPending = maxPending
         self._slowClientTimeout = slowClientTimeout
+        self._incoming = incoming
         # bug -> (seq, payload) of its newest unsent update
         self._pending: Dict[int, Tuple[int, bytes]] = {}
         self._giveUp: Optional[IDelayedCall] = None
@@ -74,6 +84,7 @@ class Outbox:
         if self.paused or self.closed:
             return
         self.paused = True
+        self._incoming.pauseProducing()
         if self._slowClientTimeout > 0:
             self._giveUp = self._clock.callLater(
                 self._slowClientTimeout,
@@ -92,11 +103,18 @@ class Outbox:
                 break
             del self._pending[bug]
             self._send(payload)
+        if not self.paused and not self.closed:
+            self._incoming.resumeProducing()
 
     def stopProducing(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         self._pending.clear()
         self._cancelGiveUp()
+        if self.paused:
+            # Let a closing handshake be read.
+            self._incoming.resumeProducing()
 
     def _close(self, reason: str) -> None:
         self.stopProducing()

@@ -7,18 +7,30 @@ from __future__ import annotations
 
 from collections import deque
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    cast,
+)
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bugzfeed.feed import Feed
-from bugzfeed.limits import ClientLimits, RateLimiter
+from bugzfeed.limits import REPLAYED_UPDATES_PER_COMMAND, ClientLimits, RateLimiter
 from bugzfeed.messages import TOO_MANY_COMMANDS, Answer, answer, commandOf, errorReply
 from bugzfeed.model import BugUpdate
 from bugzfeed.outbox import Outbox
@@ -78,6 +90,10 @@ class FeedServerProtocol(WebSocketServerProtocol):
         super().__init__()
         # Commands that came while a resume waited, in order.
         self._queued: Deque[Tuple[bytes, bool]] = deque()
+        # Autobahn fires is_closed with the protocol itself, which the
+        # Deferred would then hold: a reference cycle that keeps every
+        # closed connection until Python's next full collection.
+        self.is_closed.addCallback(lambda _: None)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         feed = self.factory.feedAt(request.path)
@@ -90,7 +106,7 @@ class FeedServerProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "too many connections")
         self.feed = feed
         self._commands = RateLimiter(
-            self.factory.clock, limits.commandsPerSecond, limits.commandsPerSecond
+            self.factory.clock, limits.commandsPerSecond, limits.commandBurst
         )
         self._refusedInARow = 0
         self.factory.connectionOpened(self)
@@ -104,8 +120,12 @@ class FeedServerProtocol(WebSocketServerProtocol):
             self.factory.clock,
             limits.maxPending,
             limits.slowClientTimeout,
+            # TCP and TLS transports produce what they read, and pause it.
+            cast(IPushProducer, self.transport),
         )
-        # The transport pauses the outbox once its write buffer is full.
+        # The transport pauses the outbox once its write buffer is full; the
+        # outbox then stops reading the client's commands and pings, whose
+        # replies could only pile up behind.
         self.registerProducer(self.outbox, True)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -161,6 +181,7 @@ class FeedServerProtocol(WebSocketServerProtocol):
     def _deliverAnswer(self, result: Answer) -> None:
         self._sendToClient(result.reply)
         if result.updates and self.outbox is not None:
+            self._commands.charge(len(result.updates) / REPLAYED_UPDATES_PER_COMMAND)
             for update in result.updates:
                 self.outbox.push(update, update.toJSON())
 
@@ -231,6 +252,12 @@ class FeedServerProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self._release()
         self.factory.connectionClosed(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        # The outbox calls back into this protocol: drop it, so that the
+        # connection is freed as soon as it is gone (see __init__).
+        self.outbox = None
 
 
 class ReactorTimer:

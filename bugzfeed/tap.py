@@ -146,7 +146,8 @@ class Options(EnvironmentOptions):
             "max-commands-per-second",
             None,
             "100",
-            "Commands per second per connection (bursts of as many again); 0: no limit.",
+            "Commands per second per connection, twice as many at once; a replay counts"
+            " once more per 100 updates it sends. 0: no limit.",
         ],
         [
             "max-pending",

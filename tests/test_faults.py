@@ -313,7 +313,8 @@ class ShimFaultTests(FaultTestCase):
         yield self.allDelivered([ledger])
         duplicates = ledger.updates - len(bugs)
         print(f"{duplicates} duplicates; rows left at each kill: {kills}")
-        # At most what was unconfirmed (1,000) at each kill.
+        # At most what was published and not yet deleted at each kill
+        # (--max-in-flight, 1,000).
         self.assertLessEqual(duplicates, 3000, f"{duplicates} duplicates, rows left {kills}")
 
     @inlineCallbacks
@@ -358,6 +359,52 @@ class SlowClientFaultTests(FaultTestCase):
             what="the stuck client to be closed",
         )
         self.assertLess(server.rss() - before, 20_000, "server memory grew by over 20 MB")
+
+    @inlineCallbacks
+    def test_clientThatPingsButNeverReadsIsNotRead(self) -> None:
+        """
+        A client that floods pings (or commands) but never reads gets no
+        more than its buffers hold: once its replies back up, the server
+        stops reading from it, so they cannot pile up in the server's
+        memory.
+        """
+        port = freePort()
+        server = self.startServer(port, "--ping-interval", "0")
+        yield waitFor(lambda: b"Consuming" in server.output, what="the server to consume")
+        flooder = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(flooder.close)
+        flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        flooder.sendall(handshakeRequest("/"))
+        flooder.setblocking(False)
+        before = server.rss()
+        pings = clientFrame(0x9, b"p" * 125) * 500
+        flooded = 0
+        blockedSince: Optional[float] = None
+
+        def flood() -> bool:
+            # True once the server has read nothing for a second.
+            nonlocal flooded, blockedSince
+            try:
+                while flooded < 200_000_000:
+                    # Whole frames: carry on where a short send stopped.
+                    flooded += flooder.send(pings[flooded % len(pings) :])
+                    blockedSince = None
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            blockedSince = blockedSince or now
+            return now - blockedSince >= 1.0
+
+        yield waitFor(flood, timeout=60, interval=0.01, what="the server to stop reading")
+        grown = server.rss() - before
+        print(
+            f"flooded {flooded / 1e6:.1f} MB of pings before the server stopped reading;"
+            f" its RSS grew by {grown / 1024:.1f} MB"
+        )
+        self.assertLess(flooded, 50_000_000)
+        self.assertLess(grown, 20_000, "server memory grew by over 20 MB")
+        other = yield self.subscribe(port, [1])
+        self.assertEqual(other.reply("subscribe")["bugs"], [1])  # type: ignore[index]
 
     @inlineCallbacks
     def test_slowReaderWhileUpdatesFlow(self) -> None:

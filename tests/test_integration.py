@@ -5,22 +5,35 @@ RabbitMQ, with real WebSocket clients over loopback.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import weakref
 from datetime import datetime, timedelta
 from typing import Any, List, Optional
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
 
 from bugzfeed.consumer import FeedConsumer, consumerService
+from bugzfeed.protocol import makeFactory
 from bugzfeed.schema import tableSQL
 from bugzfeed.shimtap import ShimConfig, ShimService
 from bugzfeed.tap import BugzfeedServer, ServerConfig
-from tests.integration import AMQP_URL, IntegrationTestCase, freePort, rabbitmqctl, waitFor
+from tests.fakes import makeFeed
+from tests.integration import (
+    AMQP_URL,
+    Client,
+    IntegrationTestCase,
+    freePort,
+    rabbitmqctl,
+    waitFor,
+)
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -303,6 +316,47 @@ class FaultTests(ServiceTestCase):
         database.insert(6002, when(2))
         yield self.nextUpdate(client, 6002)
         self.flushLoggedErrors()
+
+
+class ClosedConnectionTests(TestCase):
+    """
+    A real server and real clients over loopback, without a broker.
+    """
+
+    @inlineCallbacks
+    def test_closedConnectionFreedWithoutGarbageCollector(self) -> Any:
+        """
+        A closed connection is freed as soon as it is gone, by reference
+        counting alone: no reference cycle keeps it (and what it held)
+        until Python's next full collection.
+        """
+        feed = makeFeed(reactor, path="/")
+        factory = makeFactory([feed], reactor, 30, 10, 10)
+        built: List[Any] = []
+        buildProtocol = factory.buildProtocol
+
+        def recordingBuild(address: Any) -> Any:
+            protocol = buildProtocol(address)
+            built.append(weakref.ref(protocol))
+            return protocol
+
+        factory.buildProtocol = recordingBuild  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        for _ in range(5):
+            client = yield Client.connect(port.getHost().port)
+            reply = yield client.command({"command": "subscribe", "bugs": [1, 2, 3]})
+            self.assertEqual(reply["bugs"], [1, 2, 3])
+            yield client.close()
+        yield waitFor(lambda: factory.connectionCount == 0, what="the server to forget them")
+        # Let the reactor finish with the last connection.
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(len(built), 5)
+        self.assertEqual([ref for ref in built if ref() is not None], [])
+        self.assertEqual(feed.registry.subscriberCount, 0)
 
 
 class BrokerLoginTests(IntegrationTestCase):

@@ -21,8 +21,22 @@ class RateLimiterTests(SynchronousTestCase):
         clock.advance(100)
         self.assertEqual(sum(limiter.allow() for _ in range(20)), 10)
 
+    def test_chargeGoesIntoDebt(self) -> None:
+        """
+        Work charged beyond what the bucket holds is paid off at C{rate}
+        before anything more is allowed.
+        """
+        clock = Clock()
+        limiter = RateLimiter(clock, rate=10, burst=10)
+        limiter.charge(25)
+        clock.advance(1.4)  # -15 + 14
+        self.assertFalse(limiter.allow())
+        clock.advance(0.25)  # -1 + 2.5
+        self.assertEqual([limiter.allow(), limiter.allow()], [True, False])
+
     def test_zeroRateMeansNoLimit(self) -> None:
         limiter = RateLimiter(Clock(), rate=0, burst=0)
+        limiter.charge(1000)
         self.assertTrue(all(limiter.allow() for _ in range(1000)))
 
 
@@ -37,14 +51,17 @@ class ClientLimitsTests(SynchronousTestCase):
         # Whole numbers of seconds and commands read as integers.
         self.assertEqual(repr(announced["slowClientTimeout"]), "30")
         self.assertEqual(repr(announced["commandsPerSecond"]), "100")
+        self.assertEqual(repr(announced["commandBurst"]), "200")
         self.assertEqual(ClientLimits(slowClientTimeout=2.5).announce()["slowClientTimeout"], 2.5)
         self.assertEqual(
             sorted(announced),
             [
+                "commandBurst",
                 "commandsPerSecond",
                 "maxMessageSize",
                 "maxPending",
                 "maxSubscriptions",
+                "replayedUpdatesPerCommand",
                 "slowClientTimeout",
             ],
         )

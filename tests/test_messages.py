@@ -164,6 +164,11 @@ class AnswerTests(SynchronousTestCase):
             self.assertEqual((reply[0]["command"], reply[0]["result"]), (None, "error"))
         self.assertError({"bugs": [1]}, None, "missing mandatory arg: 'command'")
         self.assertError(
+            b'{"command": "subscribe", "bugs": [' + b"9" * 5000 + b"]}",
+            None,
+            "invalid message; a number has more than 4300 digits",
+        )
+        self.assertError(
             b'{"command": "version"}',
             None,
             "invalid message; binary frames are not supported",

@@ -34,6 +34,23 @@ class BugUpdateTests(SynchronousTestCase):
         """
         self.assertNotIn("seq", json.loads(BugUpdate(1, datetime(2014, 1, 1)).toJSON()))
 
+    def test_jsonIsCompactJSON(self) -> None:
+        """
+        The hand-formatted encoding is byte for byte what C{json.dumps}
+        writes, for any bug, offset and time (four-digit years too, and
+        never a fraction of a second).
+        """
+        for update in [
+            BugUpdate(1, datetime(2014, 4, 3, 21, 13, 45), seq=0),
+            BugUpdate(2**31 - 1, datetime(1, 1, 1), seq=2**63 - 1),
+            BugUpdate(7, datetime(999, 12, 31, 23, 59, 59, 999999)),
+        ]:
+            message = {"command": "update", "bug": update.bug, "when": ""}
+            message["when"] = update.when.replace(microsecond=0).isoformat()
+            if update.seq is not None:
+                message["seq"] = update.seq
+            self.assertEqual(update.toJSON(), json.dumps(message, separators=(",", ":")).encode())
+
     def test_toUTCConvertsZonesAndDropsMicroseconds(self) -> None:
         """
         A zone-aware time becomes naive UTC; a naive one is taken as UTC.

@@ -8,6 +8,7 @@ from typing import List
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -26,12 +27,14 @@ class OutboxTests(SynchronousTestCase):
         self.clock = Clock()
         self.sent: List[bytes] = []
         self.closedBecause: List[str] = []
+        self.incoming = StringTransport()
         self.outbox = Outbox(
             self.sent.append,
             self.closedBecause.append,
             self.clock,
             maxPending=3,
             slowClientTimeout=30,
+            incoming=self.incoming,
         )
 
     def push(self, bug: int, seq: int) -> None:
@@ -124,6 +127,37 @@ class OutboxTests(SynchronousTestCase):
         self.assertEqual(len(self.closedBecause), 1)
         self.assertIn("30 s", self.closedBecause[0])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_readsNothingWhilePaused(self) -> None:
+        """
+        While paused, the client's commands and pings are not read: their
+        replies could only pile up behind its unread updates.  Reading
+        resumes once everything kept has been sent.
+        """
+        self.assertEqual(self.incoming.producerState, "producing")
+        self.outbox.pauseProducing()
+        self.assertEqual(self.incoming.producerState, "paused")
+        self.push(1, 1)
+
+        def sendFillingUp(payload: bytes) -> None:
+            self.sent.append(payload)
+            self.outbox.pauseProducing()
+
+        self.outbox._send = sendFillingUp  # the transport fills up again
+        self.outbox.resumeProducing()
+        self.assertEqual(self.incoming.producerState, "paused")
+        self.outbox._send = self.sent.append
+        self.outbox.resumeProducing()
+        self.assertEqual(self.incoming.producerState, "producing")
+
+    def test_givingUpReadsAgain(self) -> None:
+        """
+        A client given up on is read again, so that it can answer the close.
+        """
+        self.outbox.pauseProducing()
+        self.clock.advance(30)
+        self.assertEqual(len(self.closedBecause), 1)
+        self.assertEqual(self.incoming.producerState, "producing")
 
     def test_stopProducingForgetsEverything(self) -> None:
         self.outbox.pauseProducing()

@@ -560,14 +560,15 @@ class LimitsTests(ServerTestCase):
 
     def test_tooManyCommandsGetErrorsThenClose1008(self) -> None:
         """
-        Past the burst, each command gets an error reply; a client that
-        keeps going regardless is closed with 1008; others are unaffected.
+        Past the burst (twice the rate), each command gets an error reply;
+        a client that keeps going regardless is closed with 1008; others
+        are unaffected.
         """
         client, other = self.openClient(), self.openClient()
-        for _ in range(6):
+        for _ in range(11):
             client.sendJSON({"command": "subscriptions"})
         replies = client.receiveJSON()
-        self.assertEqual([r["result"] for r in replies], ["ok"] * 5 + ["error"])
+        self.assertEqual([r["result"] for r in replies], ["ok"] * 10 + ["error"])
         self.assertEqual(replies[-1]["error"], "too many commands; at most 5 per second")
         self.assertEqual(replies[-1]["command"], "subscriptions")
         self.clock.advance(1)
@@ -641,6 +642,38 @@ class LimitsTests(ServerTestCase):
             self.feed.registry.publish(BugUpdate(bug, datetime(2014, 4, 3), bug))
         self.assertClosedWith(client, 4001)
         self.assertEqual(self.feed.registry.bugCount, 0)
+
+    def test_replayCountsAsCommands(self) -> None:
+        """
+        A replay counts once more per hundred updates it sends: a client
+        cannot make the server encode its whole history many times a
+        second.
+        """
+        self.feed.epoch = "e"
+        self.feed.markCaughtUp()
+        for seq in range(1, 401):
+            self.feed.receive(BugUpdate(1 + seq % 3, datetime(2014, 4, 3), seq))
+        client = self.openClient()
+        client.sendJSON({"command": "subscribe", "bugs": [1, 2, 3], "after": 0, "epoch": "e"})
+        [reply, *updates] = client.receiveJSON()
+        self.assertEqual((reply["recovered"], len(updates)), (True, 400))
+        # 10 at once, less the resume and its 4 hundred updates.
+        for _ in range(6):
+            client.sendJSON({"command": "subscriptions"})
+        replies = client.receiveJSON()
+        self.assertEqual([r["result"] for r in replies], ["ok"] * 5 + ["error"])
+
+    def test_clientNotReadWhileItsUpdatesWait(self) -> None:
+        """
+        While a client's transport is full, the server stops reading from
+        it: replies to its commands and pongs to its pings would only pile
+        up behind what it does not read.  Once it reads, so does the server.
+        """
+        client = self.openClient()
+        client.transport.producer.pauseProducing()
+        self.assertEqual(client.transport.producerState, "paused")
+        client.transport.producer.resumeProducing()
+        self.assertEqual(client.transport.producerState, "producing")
 
     def test_resumeOverTheWire(self) -> None:
         """
