@@ -11,6 +11,7 @@ have a feed).
 from __future__ import annotations
 
 from importlib.resources import files
+from io import BytesIO
 from typing import Any, Callable, List, Mapping, Optional
 
 from prometheus_client import CollectorRegistry
@@ -207,11 +208,63 @@ class FrontDoor(Resource):
         return resource.render(request)
 
 
+#: The largest request body taken, in bytes.  Nothing here reads one; a
+#: body is taken only so that a client may send one with its GET.
+MAX_REQUEST_BODY = 65536
+
+_TOO_LARGE = (
+    b"HTTP/1.1 413 Content Too Large\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\nrequest body too large\n"
+)
+
+
+class SmallBodyRequest(Request):
+    """
+    A request whose body is kept in memory, up to L{MAX_REQUEST_BODY}
+    bytes: Twisted would spool any body, however large, to a temporary
+    file, so one client could fill the disk.  A larger one gets 413.
+    """
+
+    _refused = False
+    _bodyLength = 0
+
+    def gotLength(self, length: Optional[int]) -> None:
+        self.content = BytesIO()
+        if length is not None and length > MAX_REQUEST_BODY:
+            self._refuse()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._bodyLength += len(data)
+        if self._bodyLength > MAX_REQUEST_BODY:
+            self._refuse()
+        else:
+            assert self.content is not None
+            self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.content = BytesIO()
+        transport = self.channel.transport
+        assert transport is not None
+        transport.write(_TOO_LARGE)
+        transport.loseConnection()
+
+
 class QuietSite(Site):
     """
     A L{Site} that writes no access log: scrapes and health checks every few
-    seconds would drown the daemon's own log.
+    seconds would drown the daemon's own log.  Request bodies are bounded
+    (L{SmallBodyRequest}).
     """
+
+    requestFactory = SmallBodyRequest
 
     def log(self, request: http.Request) -> None:
         pass

@@ -386,6 +386,30 @@ class SharedPortTests(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 431"))
         self.assertTrue(transport.disconnecting)
 
+    def test_requestBodyBounded(self) -> None:
+        """
+        A request body is kept in memory up to 64 KiB; past that, declared
+        or sent (chunked), the client gets 413 and is disconnected, and
+        nothing is spooled to disk.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413"))
+        self.assertTrue(transport.disconnecting)
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(5):
+            protocol.dataReceived(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413"))
+        self.assertTrue(transport.disconnecting)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
+
     def test_silentConnectionClosedAfterHandshakeTimeout(self) -> None:
         """
         A connection that never sends its request is closed after the
