@@ -70,6 +70,11 @@ POLICY_VIOLATION = 1008
 #: catch up with its stream.
 MAX_QUEUED_COMMANDS = 100
 
+#: Frames one message may come in.  The size limit counts payload bytes
+#: only: without this, empty or one-byte fragments would grow a message's
+#: bookkeeping without end.
+MAX_FRAGMENTS = 256
+
 
 @implementer(ISubscriber)
 class FeedServerProtocol(WebSocketServerProtocol):
@@ -127,6 +132,19 @@ class FeedServerProtocol(WebSocketServerProtocol):
         # outbox then stops reading the client's commands and pings, whose
         # replies could only pile up behind.
         self.registerProducer(self.outbox, True)
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._fragments = 0
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        self._fragments += 1
+        if self._fragments > MAX_FRAGMENTS and not self.failedByMe:
+            self._fail_connection(
+                WebSocketServerProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG,
+                f"message in more than {MAX_FRAGMENTS} fragments",
+            )
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         # Autobahn delivers messages only after onConnect, and still while
