@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import takewhile
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import attr
+
+#: What identifies one version of a row: its id and C{delta_ts}.
+RowKey = Tuple[int, Optional[datetime]]
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -18,15 +21,16 @@ class PendingRow:
     One row of C{push_notify}, as read.
 
     @ivar deltaTs: The change time exactly as stored (naive, in the
-        database's zone), so that a delete can check the row is unchanged.
+        database's zone), so that a delete can check the row is unchanged;
+        L{None} if it is out of the range Python can hold.
     """
 
     id: int
     bug: int
-    deltaTs: datetime
+    deltaTs: Optional[datetime]
 
     @property
-    def key(self) -> Tuple[int, datetime]:
+    def key(self) -> RowKey:
         """What identifies this version of the row."""
         return (self.id, self.deltaTs)
 
@@ -47,7 +51,7 @@ class ConfirmTracker:
         self._rowsByTag: Dict[int, PendingRow] = {}
         self._tagsByRowId: Dict[int, List[int]] = {}
         self._returnedTags: Set[int] = set()
-        self._keys: Set[Tuple[int, datetime]] = set()
+        self._keys: Set[RowKey] = set()
         self._lastTag = 0
 
     def __len__(self) -> int:

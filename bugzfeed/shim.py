@@ -12,7 +12,7 @@ flight.
 from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import psycopg2
 from twisted.application.internet import ClientService
@@ -27,15 +27,27 @@ from txamqp.protocol import AMQChannel
 from txpostgres.reconnection import ConnectionDead
 
 from bugzfeed.amqp import BugzfeedAMQClient, brokerService, declareExchange
-from bugzfeed.confirms import ConfirmTracker, PendingRow
+from bugzfeed.confirms import ConfirmTracker, PendingRow, RowKey
 from bugzfeed.model import encodePulseEnvelope
 from bugzfeed.schema import notifyChannel, quoteTable, triggerSQL
 from bugzfeed.waiting import Waiters
 
 
+def _inRange(column: str) -> str:
+    """
+    @return: SQL that is true where C{column}, a timestamp, is one Python
+        can hold, in any zone: not infinite, not BC, not past year 9999
+        (a day's margin either side for zones).
+    """
+    return f"(isfinite({column}) AND {column} >= '0001-01-02' AND {column} < '9999-12-31')"
+
+
 class PushNotifyTable:
     """
     The SQL the shim runs, over a txpostgres connection.
+
+    A C{delta_ts} outside what Python can hold (C{infinity}, a BC date,
+    year 294276) reads as L{None} rather than failing the whole batch.
     """
 
     def __init__(self, connection: Any, table: str) -> None:
@@ -49,7 +61,8 @@ class PushNotifyTable:
             ids above C{afterId}, in id order.
         """
         d = self._connection.runQuery(
-            f"SELECT id, bug_id, delta_ts FROM {self._quoted} WHERE id > %s ORDER BY id LIMIT %s",
+            f"SELECT id, bug_id, CASE WHEN {_inRange('delta_ts')} THEN delta_ts END"
+            f" FROM {self._quoted} WHERE id > %s ORDER BY id LIMIT %s",
             (afterId, limit),
         )
         return d.addCallback(lambda rows: [PendingRow(*row) for row in rows])
@@ -58,14 +71,16 @@ class PushNotifyTable:
         """
         Delete C{rows}, each only where both its id and its C{delta_ts}
         still match: a row the tracker changed meanwhile holds a change not
-        yet published.
+        yet published.  A row read with no C{delta_ts} (out of range) is
+        deleted while its time is still out of range.
 
         @return: A L{Deferred} firing with the number of rows deleted.
         """
         d = self._connection.runQuery(
             f"DELETE FROM {self._quoted} AS t"
             f" USING unnest(%s::integer[], %s::timestamp[]) AS c(id, delta_ts)"
-            f" WHERE t.id = c.id AND t.delta_ts = c.delta_ts RETURNING t.id",
+            f" WHERE t.id = c.id AND (t.delta_ts = c.delta_ts"
+            f" OR (c.delta_ts IS NULL AND NOT {_inRange('t.delta_ts')})) RETURNING t.id",
             ([row.id for row in rows], [row.deltaTs for row in rows]),
         )
         return d.addCallback(len)
@@ -76,7 +91,10 @@ class PushNotifyTable:
             wait, and the earliest C{delta_ts} among them (L{None} when
             none), as stored.
         """
-        d = self._connection.runQuery(f"SELECT count(*), min(delta_ts) FROM {self._quoted}")
+        d = self._connection.runQuery(
+            f"SELECT count(*), min(delta_ts) FILTER (WHERE {_inRange('delta_ts')})"
+            f" FROM {self._quoted}"
+        )
         return d.addCallback(lambda rows: (rows[0][0], rows[0][1]))
 
     def check(self) -> Deferred:
@@ -132,7 +150,7 @@ class PushNotifyShim:
         self._drainAgain = False
         self._slotFreed = Waiters()
         self._toDelete: List[PendingRow] = []
-        self._deleting: Set[Tuple[int, datetime]] = set()
+        self._deleting: Set[RowKey] = set()
         self._flushing = False
         self._becameIdle = Waiters()
         self._unroutable = False
@@ -144,7 +162,7 @@ class PushNotifyShim:
         self.requeued = 0
         #: Called with each confirm's delay in seconds (a metrics hook).
         self.observeConfirmDelay: Callable[[float], None] = lambda seconds: None
-        self._publishedAt: Dict[Tuple[int, datetime], float] = {}
+        self._publishedAt: Dict[RowKey, float] = {}
         #: Rows whose confirm never came (the broker connection went).
         self.abandoned = 0
         self._publishing = Waiters()
@@ -164,6 +182,11 @@ class PushNotifyShim:
     def publishing(self) -> bool:
         """Whether a confirm-mode channel to the broker is open."""
         return self._channel is not None
+
+    @property
+    def reading(self) -> bool:
+        """Whether the last read of the table worked (or none failed yet)."""
+        return not self._readFailing
 
     def whenPublishing(self) -> Deferred:
         """
@@ -310,7 +333,18 @@ class PushNotifyShim:
 
     def _publish(self, channel: AMQChannel, row: PendingRow) -> None:
         now = datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
-        changed = row.deltaTs.replace(tzinfo=self._dbTimezone).astimezone(timezone.utc)
+        if row.deltaTs is None:
+            # The tracker wrote a time no client could read: the bug still
+            # changed, and this is when we learnt of it.
+            self._log.warn(
+                "Row {id} (bug {bug}) has a delta_ts out of range; published with the"
+                " time it was read",
+                id=row.id,
+                bug=row.bug,
+            )
+            changed = now
+        else:
+            changed = row.deltaTs.replace(tzinfo=self._dbTimezone).astimezone(timezone.utc)
         body = encodePulseEnvelope(row.bug, changed, self.exchange, sent=now)
         self._tracker.published(row)
         self.published += 1

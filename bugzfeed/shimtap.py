@@ -176,13 +176,14 @@ class ShimService(MultiService):
     def isReady(self) -> bool:
         """
         Whether the shim can move rows: running, connected to PostgreSQL
-        and listening there, and holding a confirm-mode channel to the
-        broker.
+        and listening there, its last read of the table worked, and holding
+        a confirm-mode channel to the broker.
         """
         return bool(
             self.running
             and self.database.connected
             and not self._connection.detector.connectionIsDead
+            and self.shim.reading
             and self.shim.publishing
         )
 
@@ -224,6 +225,8 @@ def makeService(options: Options) -> ShimService:
         # DatabaseService.connected says only that the first connection was
         # made; the broker side knows when its channel goes.
         waiting = "" if database.connected else "waiting for PostgreSQL; "
+        if database.connected and not shim.reading:
+            waiting = "reading the table fails; "
         broker = "publishing" if shim.publishing else "waiting for RabbitMQ"
         return (
             f"{waiting}{broker}; {shim.published} published, {shim.deleted} deleted,"

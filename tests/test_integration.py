@@ -187,6 +187,44 @@ class EndToEndTests(ServiceTestCase):
         yield waitFor(lambda: database.count() == 0, what="the row to be deleted")
 
     @inlineCallbacks
+    def test_timesOutOfRangeArePublishedAndDeleted(self) -> None:
+        """
+        Rows whose C{delta_ts} Python cannot hold (infinite, BC, past year
+        9999) neither stop the shim nor loop: each is published once, with
+        the time it was read, and deleted; the rows around them flow on.
+        """
+        exchange = self.exchange("simple")
+        database = self.database()
+        port = yield self.startServer([("/", exchange)])
+        client = yield self.client(port)
+        bugs = [3001, 3002, 3003, 3004, 3005, 3006]
+        yield client.command({"command": "subscribe", "bugs": bugs})
+        database.insert(3001, when(1))
+        for bug, stored in zip(
+            bugs[1:5], ["infinity", "-infinity", "4713-01-01 BC", "294276-01-01"]
+        ):
+            database.execute(
+                f"INSERT INTO {database.table} (bug_id, delta_ts) VALUES (%s, %s)", (bug, stored)
+            )
+        database.insert(3006, when(6))
+        started = datetime.utcnow().replace(microsecond=0)
+        shim = self.startShim(database, exchange, pollInterval=0.2, trigger=False)
+        seen = {}
+        while len(seen) < len(bugs):
+            update = yield client.next()
+            seen[update["bug"]] = update["when"]
+        self.assertEqual((seen[3001], seen[3006]), (iso(when(1)), iso(when(6))))
+        for bug in bugs[1:5]:
+            self.assertGreaterEqual(seen[bug], iso(started))
+        yield waitFor(lambda: database.count() == 0, what="every row to be deleted")
+        # Another full pass over the (empty) table publishes nothing more.
+        yield waitFor(lambda: shim.shim.idle, what="the shim to settle")
+        shim.shim.drain()
+        yield waitFor(lambda: shim.shim.idle, what="another drain")
+        self.assertEqual(shim.shim.published, len(bugs))
+        self.assertEqual(client.pending(), [])
+
+    @inlineCallbacks
     def test_devFeedIsolated(self) -> None:
         """
         C{/} and C{/dev/} have their own exchanges and subscriptions: an

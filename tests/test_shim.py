@@ -227,15 +227,18 @@ class PushNotifyShimTests(SynchronousTestCase):
 
     def test_fetchFailureIsLoggedAndRetried(self) -> None:
         """
-        A failed read is logged; the next wake-up reads again.
+        A failed read is logged, and the shim says it cannot read; the next
+        wake-up reads again.
         """
         self.table.insert(1, 1, T1)
         self.table.failNextFetch = RuntimeError("connection lost")
         self.shim.publisherReady(self.channel)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertTrue(self.shim.idle)
+        self.assertFalse(self.shim.reading)  # so the shim is not ready
         self.shim.drain()
         self.assertEqual(len(self.channel.published), 1)
+        self.assertTrue(self.shim.reading)
 
     def test_repeatedFetchFailuresLoggedOnce(self) -> None:
         """
