@@ -91,35 +91,37 @@ class UpdateHistory:
 
     def after(self, bugs: Iterable[int], cursor: int) -> List[BugUpdate]:
         """
-        @return: The remembered updates of C{bugs} after stream offset
-            C{cursor}, in stream order.
+        @return: The newest remembered update of each of C{bugs} that
+            changed after stream offset C{cursor}, in stream order.
+            Updates are hints that a bug changed: an older one of the same
+            bug tells nothing the newest does not, and replaying only the
+            newest keeps a replay's cost to one update per bug.
         """
         self._expire()
-        found: List[BugUpdate] = []
+        found = []
         for bug in set(bugs):
-            # A bug's updates are in stream order: walk back from the
-            # newest, so that the work is what is replayed, not what is kept.
-            for update in reversed(self._byBug.get(bug, ())):
-                if update.seq is not None and update.seq <= cursor:
-                    break
-                if update.seq is not None:
-                    found.append(update)
+            updates = self._byBug.get(bug)
+            # A bug's updates are kept in stream order.
+            if updates and (updates[-1].seq or 0) > cursor:
+                found.append(updates[-1])
         found.sort(key=lambda update: update.seq or 0)
         return found
 
     def since(self, bugs: Iterable[int], since: datetime) -> List[BugUpdate]:
         """
         @param since: A naive UTC datetime.
-        @return: The remembered updates of C{bugs} with C{when >= since},
-            oldest first.
+        @return: The newest remembered update of each of C{bugs} that
+            changed at or after C{since}, oldest first.
         """
         self._expire()
-        found = [
-            update
-            for bug in set(bugs)
-            for update in self._byBug.get(bug, ())
-            if update.when >= since
-        ]
+        found = []
+        for bug in set(bugs):
+            newest = next(
+                (update for update in reversed(self._byBug.get(bug, ())) if update.when >= since),
+                None,
+            )
+            if newest is not None:
+                found.append(newest)
         found.sort(key=lambda update: (update.when, update.seq or 0))
         return found
 

@@ -238,9 +238,9 @@ def _subscribe(command: _Command) -> Union[Answer, Deferred]:
 
 def _resume(command: _Command, bugs: List[int], after: int, epoch: Optional[str]) -> Answer:
     """
-    Subscribe and replay, in one go, every remembered update of C{bugs}
-    after C{after}: nothing can arrive in between, so the switch from replay
-    to live has no gap and no duplicate.
+    Subscribe and replay, in one go, the newest remembered update of each of
+    C{bugs} changed after C{after}: nothing can arrive in between, so the
+    switch from replay to live has no gap and no duplicate.
     """
     feed, history = command.feed, command.feed.history
     if epoch is not None and epoch != feed.epoch:

@@ -20,14 +20,15 @@ class UpdateHistoryTests(SynchronousTestCase):
 
     def test_sinceFiltersByBugAndTime(self) -> None:
         """
-        C{since} returns the requested bugs' updates at or after the time,
-        oldest first.
+        C{since} returns the newest update of each requested bug changed at
+        or after the time, oldest first.
         """
         history = UpdateHistory(self.clock, 3600, 100)
         for seq, (bug, minutes) in enumerate([(1, 50), (2, 40), (1, 30), (1, 10), (3, 5)]):
             history.add(BugUpdate(bug, NOW - timedelta(minutes=minutes), seq))
         found = history.since([1, 3], NOW - timedelta(minutes=30))
-        self.assertEqual([(u.bug, u.seq) for u in found], [(1, 2), (1, 3), (3, 4)])
+        self.assertEqual([(u.bug, u.seq) for u in found], [(1, 3), (3, 4)])
+        self.assertEqual(history.since([2], NOW - timedelta(minutes=30)), [])
 
     def test_boundedByCount(self) -> None:
         """
@@ -48,7 +49,7 @@ class UpdateHistoryTests(SynchronousTestCase):
         history = UpdateHistory(self.clock, 600, 100)
         history.add(BugUpdate(1, NOW - timedelta(seconds=500), 1))
         history.add(BugUpdate(1, NOW, 2))
-        self.assertEqual(len(history.since([1], NOW - timedelta(days=1))), 2)
+        self.assertEqual(len(history), 2)
         self.clock.advance(200)
         self.assertEqual([u.seq for u in history.since([1], NOW - timedelta(days=1))], [2])
         self.clock.advance(600)
@@ -75,11 +76,17 @@ class ExactResumeTests(SynchronousTestCase):
         self.clock.advance((NOW - datetime(1970, 1, 1)).total_seconds())
         self.history = UpdateHistory(self.clock, 3600, 3)
 
-    def test_afterReturnsLaterUpdatesInStreamOrder(self) -> None:
+    def test_afterReturnsEachBugsNewestUpdateInStreamOrder(self) -> None:
+        """
+        After a cursor: the newest update of each bug that changed since,
+        in stream order (12 supersedes 10).
+        """
         for seq, bug in [(10, 1), (11, 2), (12, 1)]:
             self.history.add(BugUpdate(bug, NOW, seq))
         self.assertEqual([u.seq for u in self.history.after([1, 2], 10)], [11, 12])
-        self.assertEqual([u.seq for u in self.history.after([1], 9)], [10, 12])
+        self.assertEqual([u.seq for u in self.history.after([1, 2], 9)], [11, 12])
+        self.assertEqual([u.seq for u in self.history.after([1, 2], 11)], [12])
+        self.assertEqual(self.history.after([1, 2], 12), [])
         self.assertEqual((self.history.oldest, self.history.latest), (10, 12))
 
     def test_coversFromJustBeforeTheOldest(self) -> None:
