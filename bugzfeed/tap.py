@@ -127,7 +127,7 @@ class Options(EnvironmentOptions):
             None,
             "10s",
             "Close a client that has not finished its handshake (or, idle, not sent a"
-            " request) in this time.",
+            " request) in this time; at least 1s.",
         ],
         [
             "max-message-size",
@@ -213,7 +213,7 @@ class Options(EnvironmentOptions):
             historyCount=self.integer("history-count"),
             pingInterval=self.duration("ping-interval"),
             pingTimeout=self.duration("ping-timeout"),
-            handshakeTimeout=self.duration("handshake-timeout"),
+            handshakeTimeout=self.duration("handshake-timeout", minimum=1),
             limits=ClientLimits(
                 maxMessageSize=self.integer("max-message-size", minimum=128),
                 maxSubscriptions=self.integer("max-subscriptions", minimum=1),

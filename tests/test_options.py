@@ -114,6 +114,7 @@ class ServerOptionsTests(SynchronousTestCase):
             (["--amqp", "amqp://u:p@[::1/"], "--amqp"),
             (["--admin", "garbage"], "--admin"),
             (["--admin", "tcp:70000"], "--admin"),
+            (["--handshake-timeout", "0"], "--handshake-timeout"),
         ]:
             error = self.assertRaises(UsageError, serverConfig, argv)
             self.assertIn(word, str(error))
