@@ -546,6 +546,15 @@ class WatchOptions(usage.Options):
                     self["ca-certificate"] = f.read()
             except OSError as e:
                 raise usage.UsageError(f"--cafile: {e.strerror}: {self['cafile']}")
+            from OpenSSL.crypto import Error as OpenSSLError
+            from twisted.internet.ssl import Certificate
+
+            try:
+                Certificate.loadPEM(self["ca-certificate"])
+            except OpenSSLError:
+                raise usage.UsageError(
+                    f"--cafile: not a PEM certificate: {self['cafile']}"
+                ) from None
 
 
 def _bugId(text: str) -> int:

@@ -425,8 +425,22 @@ class WatchOptionsTests(SynchronousTestCase):
             ["--initial-delay=x", "ws://h/", "1"],
             ["--after=x", "ws://h/", "1"],
             ["--after=-1", "ws://h/", "1"],
+            ["--cafile=/nonexistent", "wss://h/", "1"],
         ]:
             self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_cafileMustBeACertificate(self) -> None:
+        """
+        A C{--cafile} that is not a PEM certificate is refused with a
+        message, not a traceback.
+        """
+        notACertificate = self.mktemp()
+        with open(notACertificate, "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/bash\n")
+        error = self.assertRaises(
+            usage.UsageError, self.parse, f"--cafile={notACertificate}", "wss://h/", "1"
+        )
+        self.assertIn("not a PEM certificate", str(error))
 
     def test_afterStartsWithAResume(self) -> None:
         """
