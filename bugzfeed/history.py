@@ -101,9 +101,10 @@ class UpdateHistory:
         found = []
         for bug in set(bugs):
             updates = self._byBug.get(bug)
-            # A bug's updates are kept in stream order.
-            if updates and (updates[-1].seq or 0) > cursor:
-                found.append(updates[-1])
+            # A bug's updates are kept in stream order: the last is newest.
+            newest = updates[-1] if updates else None
+            if newest is not None and newest.seq is not None and newest.seq > cursor:
+                found.append(newest)
         found.sort(key=lambda update: update.seq or 0)
         return found
 

@@ -401,20 +401,19 @@ class WatchFactory(WebSocketClientFactory):
 
 
 def connector(
-    reactor: Any, url: str, timeout: float = 10.0, caCertificate: Optional[bytes] = None
+    reactor: Any, url: str, timeout: float = 10.0, trustRoot: Optional[Any] = None
 ) -> Callable[[Watcher], Deferred]:
     """
-    @param caCertificate: For C{wss://}, a PEM certificate to trust instead
-        of the system's authorities.
+    @param trustRoot: For C{wss://}, a L{twisted.internet.ssl.Certificate}
+        to trust instead of the system's authorities.
     @return: A C{connect} for L{Watcher}: one WebSocket connection to
         C{url} (C{ws://} or C{wss://}) per call.
     """
     isSecure, host, port, _, _, _ = parse_url(url)
     tlsOptions = None
     if isSecure:
-        from twisted.internet.ssl import Certificate, optionsForClientTLS
+        from twisted.internet.ssl import optionsForClientTLS
 
-        trustRoot = Certificate.loadPEM(caCertificate) if caCertificate else None
         tlsOptions = optionsForClientTLS(host, trustRoot=trustRoot)
 
     def connect(watcher: Watcher) -> Deferred:
@@ -539,18 +538,16 @@ class WatchOptions(usage.Options):
             if not self["after"].isdigit():
                 raise usage.UsageError(f"--after takes an update's seq, not {self['after']!r}")
             self["after"] = int(self["after"])
-        self["ca-certificate"] = None
+        self["trust-root"] = None
         if self["cafile"] is not None:
-            try:
-                with open(self["cafile"], "rb") as f:
-                    self["ca-certificate"] = f.read()
-            except OSError as e:
-                raise usage.UsageError(f"--cafile: {e.strerror}: {self['cafile']}")
             from OpenSSL.crypto import Error as OpenSSLError
             from twisted.internet.ssl import Certificate
 
             try:
-                Certificate.loadPEM(self["ca-certificate"])
+                with open(self["cafile"], "rb") as f:
+                    self["trust-root"] = Certificate.loadPEM(f.read())
+            except OSError as e:
+                raise usage.UsageError(f"--cafile: {e.strerror}: {self['cafile']}")
             except OpenSSLError:
                 raise usage.UsageError(
                     f"--cafile: not a PEM certificate: {self['cafile']}"
@@ -582,7 +579,7 @@ def makeWatcher(
 
     watcher = Watcher(
         options["bugs"],
-        connector(reactor, options["url"], options["timeout"], options["ca-certificate"]),
+        connector(reactor, options["url"], options["timeout"], options["trust-root"]),
         reactor,
         JSONPrinter(out) if options["json"] else HumanPrinter(out),
         notice,

@@ -212,7 +212,7 @@ class FrontDoor(Resource):
 #: body is taken only so that a client may send one with its GET.
 MAX_REQUEST_BODY = 65536
 
-_TOO_LARGE = (
+_BODY_TOO_LARGE = (
     b"HTTP/1.1 413 Content Too Large\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
     b"Connection: close\r\n\r\nrequest body too large\n"
@@ -250,10 +250,10 @@ class SmallBodyRequest(Request):
 
     def _refuse(self) -> None:
         self._refused = True
-        self.content = BytesIO()
+        self.content = BytesIO()  # let go of what was kept
         transport = self.channel.transport
         assert transport is not None
-        transport.write(_TOO_LARGE)
+        transport.write(_BODY_TOO_LARGE)
         transport.loseConnection()
 
 
